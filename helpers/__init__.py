@@ -1,0 +1,1 @@
+"""facial-keypoints helper package."""

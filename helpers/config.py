@@ -1,0 +1,86 @@
+"""Paths and run profiles.
+
+Every path is resolved from this file's location, never from the working directory: nbval and papermill
+run each notebook with ``notebooks/`` as working directory, the CLI runs from anywhere.
+
+Environment variables
+---------------------
+``FKP_DATA_DIR``
+    Root folder that holds the data sets (``youtube-faces-68/``, ``300w-subset/``, ``kaggle/``).
+    Default: the project's git-ignored ``data/`` folder, where the download code caches archives.
+``FKP_PROFILE``
+    ``smoke`` (seconds; CI), ``quick`` (minutes on a laptop, the default) or ``full`` (the thesis run).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_DATA_DIR = ROOT / "data"
+CACHE_DIR = PROJECT_DATA_DIR / "cache"
+SPLITS_DIR = PROJECT_DATA_DIR / "splits"
+FIGURES_DIR = ROOT / "figures"
+MODELS_DIR = ROOT / "models"
+RUNS_DIR = MODELS_DIR / "runs"          # checkpoints, backups and logs of training runs (git-ignored)
+NOTEBOOKS_DIR = ROOT / "notebooks"
+
+IMAGE_SIZE = 96          # side of the square grayscale crops the networks see
+DEFAULT_SEED = 42
+
+
+def data_root() -> Path:
+    """The folder holding the data sets: ``$FKP_DATA_DIR`` if set, else the project's ``data/``.
+
+    A relative ``FKP_DATA_DIR`` is taken relative to the project root (so ``../shared/data`` works from any
+    working directory, including ``notebooks/``).
+    """
+    env = os.environ.get("FKP_DATA_DIR")
+    if not env:
+        return PROJECT_DATA_DIR
+    path = Path(env).expanduser()
+    if not path.is_absolute():
+        path = ROOT / path
+    return path.resolve()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """All sizes a notebook, a test or the CLI uses, in one place.
+
+    ``max_faces`` limits how many faces a loader reads per data set (``None``: all).
+    """
+
+    name: str
+    max_faces: int | None
+    batch_size: int
+    lenet_epochs: int
+    resnet_epochs: int
+    expansion_factor: int        # k of the offline dataset expansion (chapter 03)
+    patience: int                # EarlyStopping patience, in epochs
+    eval_max_faces: int | None   # faces per evaluation set
+    benchmark_repeats: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile("smoke", max_faces=120, batch_size=16, lenet_epochs=1, resnet_epochs=1,
+                     expansion_factor=2, patience=1, eval_max_faces=40, benchmark_repeats=3),
+    "quick": Profile("quick", max_faces=1200, batch_size=32, lenet_epochs=15, resnet_epochs=4,
+                     expansion_factor=3, patience=5, eval_max_faces=400, benchmark_repeats=20),
+    "full": Profile("full", max_faces=None, batch_size=32, lenet_epochs=200, resnet_epochs=60,
+                    expansion_factor=5, patience=20, eval_max_faces=None, benchmark_repeats=100),
+}
+DEFAULT_PROFILE = "quick"
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """The profile called ``name`` (default: ``$FKP_PROFILE``, else ``quick``), with optional overrides."""
+    name = (name or os.environ.get("FKP_PROFILE") or DEFAULT_PROFILE).strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile {name!r}; FKP_PROFILE must be one of {sorted(PROFILES)}")
+    profile = PROFILES[name]
+    return replace(profile, **overrides) if overrides else profile

@@ -1,0 +1,188 @@
+"""Keypoint schemes: names, left/right pairs for flipping, drawing connectivity, and the 68 → 15 mapping.
+
+Conventions
+-----------
+* "left" and "right" are the **subject's** sides, as in the Kaggle column names (``left_eye_center`` is the
+  subject's left eye, which appears on the *right* of a frontal photograph).
+* iBUG 68 indices are 0-based here (the 300-W papers number them 1-68): 0-16 jaw, 17-26 brows, 27-35 nose,
+  36-47 eyes (36-41 the subject's right eye), 48-67 mouth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A keypoint layout.
+
+    Attributes
+    ----------
+    name : short identifier (``"68"`` or ``"15"``)
+    names : one name per keypoint
+    flip_pairs : (a, b) index pairs that swap under a horizontal flip; unlisted points map to themselves
+    polylines : (indices, closed) tuples to draw the face's outline (jaw, brows, nose, eyes, lips)
+    normaliser : two groups of indices; the distance between the groups' means normalises NME
+    normaliser_name : a phrase for text and plots (e.g. "outer eye corners")
+    """
+
+    name: str
+    names: tuple[str, ...]
+    flip_pairs: tuple[tuple[int, int], ...]
+    polylines: tuple[tuple[tuple[int, ...], bool], ...]
+    normaliser: tuple[tuple[int, ...], tuple[int, ...]]
+    normaliser_name: str
+    _perm: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        perm = np.arange(len(self.names))
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        if sorted(perm.tolist()) != list(range(len(self.names))):
+            raise ValueError(f"scheme {self.name}: flip pairs do not form a permutation")
+        object.__setattr__(self, "_perm", perm)
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.names)
+
+    @property
+    def flip_permutation(self) -> np.ndarray:
+        """``kps[..., perm, :]`` relabels keypoints after a horizontal mirror (left ↔ right)."""
+        return self._perm.copy()
+
+    @property
+    def sides(self) -> np.ndarray:
+        """Per keypoint: +1 the subject's left, -1 the subject's right, 0 on the midline."""
+        side = np.zeros(self.num_keypoints, dtype=int)
+        for i, n in enumerate(self.names):
+            if n.startswith("left") or "_left" in n:
+                side[i] = 1
+            elif n.startswith("right") or "_right" in n:
+                side[i] = -1
+        return side
+
+    @property
+    def edges(self) -> list[tuple[int, int]]:
+        """Line segments for drawing, derived from the polylines."""
+        out = []
+        for idx, closed in self.polylines:
+            out += list(zip(idx[:-1], idx[1:]))
+            if closed:
+                out.append((idx[-1], idx[0]))
+        return out
+
+    def interocular(self, keypoints: np.ndarray) -> np.ndarray:
+        """Normalising distance of NME for ``keypoints`` of shape (..., K, 2) (NaN where undefined)."""
+        kp = np.asarray(keypoints, dtype=np.float64)
+        a = kp[..., list(self.normaliser[0]), :].mean(axis=-2)
+        b = kp[..., list(self.normaliser[1]), :].mean(axis=-2)
+        return np.linalg.norm(a - b, axis=-1)
+
+
+def _names_68() -> tuple[str, ...]:
+    names = []
+    # jaw: 0 is at the subject's right ear (image left), 8 the chin, 16 the subject's left ear.
+    for i in range(17):
+        names.append("chin" if i == 8 else (f"right_jaw_{i}" if i < 8 else f"left_jaw_{16 - i}"))
+    names += [f"right_brow_{i}" for i in range(5)] + [f"left_brow_{4 - i}" for i in range(5)]
+    names += [f"nose_bridge_{i}" for i in range(4)]
+    names += ["right_nostril_outer", "right_nostril", "nose_base", "left_nostril", "left_nostril_outer"]
+    names += ["right_eye_outer_corner", "right_eye_top_outer", "right_eye_top_inner", "right_eye_inner_corner",
+              "right_eye_bottom_inner", "right_eye_bottom_outer"]
+    names += ["left_eye_inner_corner", "left_eye_top_inner", "left_eye_top_outer", "left_eye_outer_corner",
+              "left_eye_bottom_outer", "left_eye_bottom_inner"]
+    names += ["mouth_right_corner", "upper_lip_right_2", "upper_lip_right_1", "upper_lip_top",
+              "upper_lip_left_1", "upper_lip_left_2", "mouth_left_corner", "lower_lip_left_2",
+              "lower_lip_left_1", "lower_lip_bottom", "lower_lip_right_1", "lower_lip_right_2"]
+    names += ["inner_lip_right_corner", "inner_upper_lip_right", "inner_upper_lip_centre", "inner_upper_lip_left",
+              "inner_lip_left_corner", "inner_lower_lip_left", "inner_lower_lip_centre", "inner_lower_lip_right"]
+    assert len(names) == 68
+    return tuple(names)
+
+
+_PAIRS_68 = tuple(
+    [(i, 16 - i) for i in range(8)]                     # jaw
+    + [(17 + i, 26 - i) for i in range(5)]              # brows
+    + [(31, 35), (32, 34)]                              # nostrils
+    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]   # eyes
+    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]             # outer lips
+    + [(60, 64), (61, 63), (65, 67)]                                 # inner lips
+)
+
+SCHEME_68 = Scheme(
+    name="68",
+    names=_names_68(),
+    flip_pairs=_PAIRS_68,
+    polylines=(
+        (tuple(range(0, 17)), False),        # jaw
+        (tuple(range(17, 22)), False),       # right brow
+        (tuple(range(22, 27)), False),       # left brow
+        (tuple(range(27, 31)), False),       # nose bridge
+        (tuple(range(30, 36)), True),        # lower nose
+        (tuple(range(36, 42)), True),        # right eye
+        (tuple(range(42, 48)), True),        # left eye
+        (tuple(range(48, 60)), True),        # outer lips
+        (tuple(range(60, 68)), True),        # inner lips
+    ),
+    normaliser=((36,), (45,)),
+    normaliser_name="outer eye corners (points 36 and 45)",
+)
+
+KAGGLE_NAMES = (
+    "left_eye_center", "right_eye_center",
+    "left_eye_inner_corner", "left_eye_outer_corner",
+    "right_eye_inner_corner", "right_eye_outer_corner",
+    "left_eyebrow_inner_end", "left_eyebrow_outer_end",
+    "right_eyebrow_inner_end", "right_eyebrow_outer_end",
+    "nose_tip",
+    "mouth_left_corner", "mouth_right_corner",
+    "mouth_center_top_lip", "mouth_center_bottom_lip",
+)
+
+SCHEME_15 = Scheme(
+    name="15",
+    names=KAGGLE_NAMES,
+    flip_pairs=((0, 1), (2, 4), (3, 5), (6, 8), (7, 9), (11, 12)),
+    polylines=(
+        ((3, 0, 2), False), ((5, 1, 4), False),     # eyes: outer - centre - inner
+        ((7, 6), False), ((9, 8), False),           # brows
+        ((11, 13, 12, 14), True),                   # mouth
+    ),
+    normaliser=((0,), (1,)),
+    normaliser_name="eye centres",
+)
+
+# 68 → 15: each Kaggle point as the mean of one or more iBUG points (0-based).
+MAP_68_TO_15: tuple[tuple[int, ...], ...] = (
+    (42, 43, 44, 45, 46, 47),   # left_eye_center  (subject's left eye: 42-47)
+    (36, 37, 38, 39, 40, 41),   # right_eye_center
+    (42,), (45,),               # left eye inner / outer corner
+    (39,), (36,),               # right eye inner / outer corner
+    (22,), (26,),               # left brow inner / outer end
+    (21,), (17,),               # right brow inner / outer end
+    (30,),                      # nose tip
+    (54,), (48,),               # mouth left / right corner
+    (51,), (57,),               # top / bottom lip centre
+)
+
+SCHEMES = {"68": SCHEME_68, "15": SCHEME_15}
+
+
+def get_scheme(name: str | int | Scheme) -> Scheme:
+    if isinstance(name, Scheme):
+        return name
+    key = str(name)
+    if key not in SCHEMES:
+        raise ValueError(f"Unknown keypoint scheme {name!r}; choose from {sorted(SCHEMES)}")
+    return SCHEMES[key]
+
+
+def to_15(keypoints68: np.ndarray) -> np.ndarray:
+    """Map (..., 68, 2) iBUG keypoints to the thesis' 15 Kaggle keypoints (..., 15, 2)."""
+    kp = np.asarray(keypoints68, dtype=np.float32)
+    if kp.shape[-2:] != (68, 2):
+        raise ValueError(f"expected (..., 68, 2) keypoints, got {kp.shape}")
+    return np.stack([kp[..., list(group), :].mean(axis=-2) for group in MAP_68_TO_15], axis=-2)
