@@ -1,0 +1,194 @@
+"""From a photograph and its keypoints to what the networks see: a 96×96 grayscale face and its keypoints.
+
+The steps, each a function of its own so chapters can show them one at a time:
+
+1. :func:`to_gray` — any image (RGB, RGBA, gray, 16-bit) to gray uint8;
+2. :func:`keypoint_box` — the landmarks' bounding box (training), or a detector's box (chapter 07);
+3. :func:`box_to_crop` — a box to a square crop with a margin (the one place this geometry lives);
+4. :func:`crop_face` — cut and resize (``INTER_AREA``) the crop to 96×96, padding where it leaves the image;
+5. :func:`to_crop_coords` / :func:`to_image_coords` — keypoints moved exactly, both ways;
+6. :func:`normalise_keypoints` / :func:`denormalise_keypoints` — pixels ↔ [-1, 1] for the networks.
+
+Coordinates are 0-based pixel centres throughout. A crop is ``(x0, y0, side)`` in integer pixels: the square
+of pixels ``x0 .. x0+side-1`` × ``y0 .. y0+side-1``. Resizing maps pixel centres as OpenCV does,
+``x_out = (x_in - x0 + 0.5) * size / side - 0.5``, so keypoints follow the pixels exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import config
+from .schemes import Scheme, get_scheme
+
+CROP_SCALE = 1.5          # crop side = CROP_SCALE × the longer side of the landmark box
+PREPROCESS_VERSION = 1    # bump when the geometry changes: it invalidates cached arrays
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Gray uint8 (H, W) from gray, RGB or RGBA (uint8, uint16 or float in [0, 1])."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.dtype == np.uint16:
+        img = (img / 257.0).round().astype(np.uint8)
+    elif img.dtype.kind == "f":
+        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ValueError(f"unsupported image dtype {img.dtype}")
+    if img.ndim == 2:
+        return img
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_RGBA2GRAY)
+    raise ValueError(f"expected a (H, W), (H, W, 3) or (H, W, 4) image, got shape {img.shape}")
+
+
+def keypoint_box(keypoints: np.ndarray) -> np.ndarray:
+    """(x0, y0, x1, y1) bounding box of the non-missing keypoints of one face (K, 2)."""
+    kp = np.asarray(keypoints, dtype=np.float64)
+    if np.all(np.isnan(kp)):
+        raise ValueError("cannot box a face whose keypoints are all missing")
+    return np.array([np.nanmin(kp[:, 0]), np.nanmin(kp[:, 1]), np.nanmax(kp[:, 0]), np.nanmax(kp[:, 1])])
+
+
+def box_to_crop(box, scale: float = CROP_SCALE, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """A square crop ``(x0, y0, side)`` (integers) around ``box`` = (x0, y0, x1, y1).
+
+    ``side = scale × max(box width, box height)``; the centre is the box centre moved by ``shift`` × side.
+    Training uses the landmark box with the defaults; chapter 07 fits ``scale`` and ``shift`` so that a face
+    detector's box yields the same framing (see :mod:`helpers.detect`).
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"degenerate box {box}")
+    side = max(1, int(round(scale * max(x1 - x0, y1 - y0))))
+    cx = (x0 + x1) / 2 + shift[0] * side
+    cy = (y0 + y1) / 2 + shift[1] * side
+    # pixel centres: the square of `side` pixels centred on (cx, cy)
+    return np.array([int(np.floor(cx - (side - 1) / 2 + 0.5)), int(np.floor(cy - (side - 1) / 2 + 0.5)), side],
+                    dtype=np.int64)
+
+
+def crop_face(image: np.ndarray, crop, size: int = config.IMAGE_SIZE,
+              border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+    """Cut ``crop`` = (x0, y0, side) out of ``image`` (padding beyond its edges) and resize it to size²."""
+    gray = to_gray(image)
+    x0, y0, side = (int(v) for v in crop)
+    h, w = gray.shape
+    ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if ix1 <= ix0 or iy1 <= iy0:
+        raise ValueError(f"crop {tuple(crop)} does not overlap the {w}x{h} image")
+    patch = gray[iy0:iy1, ix0:ix1]
+    pads = (iy0 - y0, y0 + side - iy1, ix0 - x0, x0 + side - ix1)
+    if any(pads):
+        patch = cv2.copyMakeBorder(patch, *pads, border)
+    interp = cv2.INTER_AREA if side >= size else cv2.INTER_LINEAR
+    return cv2.resize(patch, (size, size), interpolation=interp)
+
+
+def to_crop_coords(keypoints: np.ndarray, crop, size: int = config.IMAGE_SIZE) -> np.ndarray:
+    """Image pixel coordinates → crop pixel coordinates (NaN stays NaN). ``crop`` may be (3,) or (N, 3)."""
+    kp = np.asarray(keypoints, dtype=np.float32)
+    c = np.asarray(crop, dtype=np.float32)
+    origin, side = c[..., None, :2], c[..., None, 2:3]
+    return ((kp - origin + 0.5) * (size / side) - 0.5).astype(np.float32)
+
+
+def to_image_coords(keypoints: np.ndarray, crop, size: int = config.IMAGE_SIZE) -> np.ndarray:
+    """Crop pixel coordinates → image pixel coordinates: the inverse of :func:`to_crop_coords`."""
+    kp = np.asarray(keypoints, dtype=np.float32)
+    c = np.asarray(crop, dtype=np.float32)
+    origin, side = c[..., None, :2], c[..., None, 2:3]
+    return ((kp + 0.5) * (side / size) - 0.5 + origin).astype(np.float32)
+
+
+def normalise_keypoints(keypoints: np.ndarray, size: int = config.IMAGE_SIZE) -> np.ndarray:
+    """Crop pixels → [-1, 1]: the crop's outer edges map to ±1 (``(x + 0.5) / size * 2 - 1``)."""
+    return ((np.asarray(keypoints, dtype=np.float32) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
+
+
+def denormalise_keypoints(normalised: np.ndarray, size: int = config.IMAGE_SIZE) -> np.ndarray:
+    """[-1, 1] → crop pixels: the inverse of :func:`normalise_keypoints`."""
+    return ((np.asarray(normalised, dtype=np.float32) + 1.0) / 2.0 * size - 0.5).astype(np.float32)
+
+
+@dataclass
+class Faces:
+    """Preprocessed faces: what every chapter after 02 works with.
+
+    ``images`` uint8 (N, size, size); ``keypoints`` float32 (N, K, 2) in crop pixels (NaN = missing);
+    ``crops`` int64 (N, 3) = (x0, y0, side) in the original image; ``source`` the data set spec.
+    """
+
+    images: np.ndarray
+    keypoints: np.ndarray
+    names: np.ndarray
+    identities: np.ndarray
+    crops: np.ndarray
+    scheme: Scheme
+    source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return (f"Faces({self.source!r}: {len(self)} faces of {self.num_people} people, "
+                f"{self.images.shape[1:]} images, {self.scheme.num_keypoints} keypoints)")
+
+    @property
+    def num_people(self) -> int:
+        return len(set(self.identities.tolist()))
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[1])
+
+    def subset(self, index) -> "Faces":
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        return Faces(self.images[index], self.keypoints[index], self.names[index], self.identities[index],
+                     self.crops[index], self.scheme, self.source, list(self.skipped), list(self.warnings))
+
+    def save(self, path) -> None:
+        np.savez_compressed(
+            path, images=self.images, keypoints=self.keypoints, names=self.names.astype(str),
+            identities=self.identities.astype(str), crops=self.crops, scheme=np.array(self.scheme.name),
+            source=np.array(self.source),
+            skipped=np.array([f"{n}\t{why}" for n, why in self.skipped], dtype=str),
+            warnings=np.array(self.warnings, dtype=str))
+
+    @classmethod
+    def load(cls, path) -> "Faces":
+        with np.load(path, allow_pickle=False) as z:
+            skipped = [tuple(s.split("\t", 1)) for s in z["skipped"].tolist()]
+            return cls(z["images"], z["keypoints"], z["names"], z["identities"], z["crops"],
+                       get_scheme(str(z["scheme"])), str(z["source"]), skipped, z["warnings"].tolist())
+
+
+def prepare(dataset, size: int = config.IMAGE_SIZE, scale: float = CROP_SCALE, progress: bool = True) -> Faces:
+    """Crop every face of a :class:`helpers.data.Dataset` around its landmark box and resize it to size²."""
+    n = len(dataset)
+    images = np.empty((n, size, size), dtype=np.uint8)
+    crops = np.empty((n, 3), dtype=np.int64)
+    for i in tqdm(range(n), desc=f"cropping {dataset.name}", disable=not progress, leave=False):
+        crops[i] = box_to_crop(keypoint_box(dataset.keypoints[i]), scale=scale)
+        images[i] = crop_face(dataset.images[i], crops[i], size)
+    kps = to_crop_coords(dataset.keypoints, crops, size) if n else dataset.keypoints.copy()
+    return Faces(images, kps, dataset.names.copy(), dataset.identities.copy(), crops, dataset.scheme,
+                 dataset.name, list(dataset.skipped), list(dataset.warnings))
+
+
+def cache_key(**params) -> str:
+    """A short hash of the parameters (and the preprocessing version) that produced an array."""
+    blob = json.dumps({**params, "version": PREPROCESS_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
