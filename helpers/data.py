@@ -385,7 +385,7 @@ def load_300w(folder: str | Path, max_faces: int | None = None, progress: bool =
                       if pts.with_suffix(s).exists()), None)
         rel = str(pts.relative_to(folder).with_suffix(""))
         if image is None:
-            skipped.append((rel, "no image next to the .pts file"))
+            skipped.append((str(pts.relative_to(folder)), "no image next to the .pts file"))
             continue
         kp = read_pts(pts)
         if kp.shape != (68, 2):

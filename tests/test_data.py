@@ -1,0 +1,192 @@
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import data
+from helpers.schemes import SCHEME_15
+
+from .support import face_68, needs_real_data, write_face, write_pts
+
+KAGGLE_COLUMNS = [f"{n}_{a}" for n in SCHEME_15.names for a in "xy"]
+
+
+def kaggle_frame(n=5, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    kp = rng.uniform(10, 85, (n, 30)).round(2)
+    kp[1, 4:] = np.nan                       # an incomplete row: only both eye centres
+    df = pd.DataFrame(kp, columns=KAGGLE_COLUMNS)
+    df["Image"] = [" ".join(map(str, rng.integers(0, 256, 9216))) for _ in range(n)]
+    return df
+
+
+def test_kaggle_csv_keeps_incomplete_rows(tmp_path):
+    df = kaggle_frame()
+    path = tmp_path / "training.csv"
+    df.to_csv(path, index=False)
+    ds = data.load_kaggle(path)
+    assert len(ds) == 5 and ds.keypoints.shape == (5, 15, 2) and ds.scheme is SCHEME_15
+    assert np.isnan(ds.keypoints[1, 2:]).all() and not np.isnan(ds.keypoints[1, :2]).any()
+    assert not np.isnan(ds.keypoints[0]).any()
+    np.testing.assert_allclose(ds.keypoints[0].ravel(), df.iloc[0, :30].to_numpy(np.float32))
+    first = np.array(df.loc[0, "Image"].split(), dtype=np.uint8).reshape(96, 96)
+    np.testing.assert_array_equal(ds.images[0], first)
+
+
+def test_kaggle_zip_and_bad_rows(tmp_path):
+    df = kaggle_frame(4)
+    df.loc[2, "Image"] = "1 2 3"                     # truncated pixel string
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    path = tmp_path / "training.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("training.csv", buf.getvalue())
+    ds = data.load_kaggle(path)
+    assert len(ds) == 3
+    assert ds.skipped and ds.skipped[0][0] == "row 2" and "9216" in ds.skipped[0][1]
+
+
+def test_kaggle_wrong_schema_names_file_and_columns(tmp_path):
+    path = tmp_path / "training.csv"
+    kaggle_frame(2).drop(columns=["nose_tip_x"]).to_csv(path, index=False)
+    with pytest.raises(data.DataFormatError, match=r"training\.csv.*nose_tip_x"):
+        data.load_kaggle(path)
+
+
+def test_kaggle_missing_explains_where(tmp_path):
+    with pytest.raises(data.DatasetNotFoundError, match="kaggle") as e:
+        data.load_kaggle(root=tmp_path)
+    assert "FKP_DATA_DIR" in str(e.value) and "training.csv" in str(e.value)
+
+
+def test_read_pts_is_converted_to_zero_based(tmp_path):
+    path = tmp_path / "a.pts"
+    path.write_text("version: 1\nn_points: 3\n{\n1 1\n10.5 20\n3 4\n}\n")
+    np.testing.assert_allclose(data.read_pts(path), [[0, 0], [9.5, 19], [2, 3]])
+    path.write_text("version: 1\nn_points: 4\n{\n1 1\n10.5 20\n3 4\n}\n")
+    with pytest.raises(data.DataFormatError, match="4 points"):
+        data.read_pts(path)
+    path.write_text("hello")
+    with pytest.raises(data.DataFormatError, match="not an iBUG"):
+        data.read_pts(path)
+
+
+def test_300w_folder_loads_and_reports_bad_files(tiny_300w):
+    (tiny_300w / "broken_1.jpg").write_text("this is not a JPEG")
+    write_pts(tiny_300w / "broken_1.pts", face_68())
+    (tiny_300w / "empty_1.jpg").write_bytes(b"")
+    write_pts(tiny_300w / "empty_1.pts", face_68())
+    write_pts(tiny_300w / "orphan_1.pts", face_68())                  # no image at all
+    outside = face_68()
+    outside[0] = [-20, 50]
+    write_face(tiny_300w / "out_1.jpg", face_68())
+    write_pts(tiny_300w / "out_1.pts", outside)
+    ds = data.load(f"300w:{tiny_300w}", progress=False)
+    assert len(ds) == 5
+    skipped = dict(ds.skipped)
+    assert set(skipped) == {"broken_1.jpg", "empty_1.jpg", "orphan_1.pts"}
+    assert "empty" in skipped["empty_1.jpg"] and "no image" in skipped["orphan_1.pts"]
+    assert "decodable" in skipped["broken_1.jpg"]
+    assert any("out_1" in w and "outside" in w for w in ds.warnings)
+    assert list(ds.identities) == sorted(ds.identities) and "img0_1" in ds.identities
+    # the keypoints are the 0-based values that were written 1-based
+    np.testing.assert_allclose(ds.keypoints[list(ds.names).index("img2_1.jpg")], face_68(seed=12, jitter=1.0),
+                               atol=1e-3)
+    assert "skipped 3" in ds.report()
+
+
+def test_youtube_layout_merges_both_csvs(tiny_youtube):
+    ds = data.load_youtube_faces(tiny_youtube, progress=False)
+    assert len(ds) == 6                                               # 7 rows, one image missing
+    assert ds.skipped == [("Gone_Man_01.jpg", "listed in test_frames_keypoints.csv but missing from test/")]
+    assert ds.num_people == 4
+    assert sorted(set(ds.identities)) == ["Ann_Lee", "Bob_Ray", "Cy_Di", "Eve_Ox"]
+    assert ds.images[0].ndim == 3 and ds.images[0].shape[2] == 3
+    assert len(data.load_youtube_faces(tiny_youtube, max_faces=3, progress=False)) == 3
+
+
+def test_youtube_wrong_schema(tiny_youtube):
+    csv = tiny_youtube / "youtube-faces-68" / "test_frames_keypoints.csv"
+    csv.write_text("name,a,b\nx.jpg,1,2\n")
+    with pytest.raises(data.DataFormatError, match=r"test_frames_keypoints\.csv.*136 keypoint columns"):
+        data.load_youtube_faces(tiny_youtube, progress=False)
+
+
+def test_missing_data_set_says_where_and_how(tmp_path):
+    with pytest.raises(data.DatasetNotFoundError) as e:
+        data.load_youtube_faces(tmp_path)
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "FKP_DATA_DIR" in msg and "train-test-data.zip" in msg
+
+
+def test_identity_from_file_name():
+    assert data.youtube_identity("Luis_Fonsi_21.jpg") == "Luis_Fonsi"
+    assert data.youtube_identity("Mary_J_Blige_00.jpg") == "Mary_J_Blige"
+
+
+def test_unknown_spec():
+    with pytest.raises(ValueError, match="Unknown data set"):
+        data.load("celeba")
+
+
+def test_download_file_verifies_checksum(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"keypoints" * 1000)
+    good = data.sha256sum(src)
+    out = data.download_file(src.as_uri(), tmp_path / "dl" / "a.bin", sha256=good, progress=False)
+    assert out.read_bytes() == src.read_bytes()
+    with pytest.raises(OSError, match="Checksum mismatch"):
+        data.download_file(src.as_uri(), tmp_path / "dl" / "b.bin", sha256="0" * 64, progress=False)
+    assert not (tmp_path / "dl" / "b.bin").exists() and not (tmp_path / "dl" / "b.bin.part").exists()
+
+
+def test_download_without_published_checksum_records_and_checks_it(tmp_path):
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"version one")
+    dest = tmp_path / "dl" / "a.bin"
+    data.download_file(src.as_uri(), dest, progress=False)
+    assert (tmp_path / "dl" / "a.bin.sha256").read_text().split()[0] == data.sha256sum(src)
+    src.write_bytes(b"version two, changed upstream")
+    dest.unlink()
+    with pytest.raises(OSError, match="Checksum mismatch"):
+        data.download_file(src.as_uri(), dest, progress=False)
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil.txt", "a/../../evil.txt"])
+def test_safe_extract_rejects_escaping_members(tmp_path, member):
+    z = tmp_path / "bad.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("ok.txt", "fine")
+        zf.writestr(member, "evil")
+    with pytest.raises(data.DataFormatError, match="unsafe|outside"):
+        data.safe_extract(z, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_download_youtube_archive_end_to_end(tmp_path, tiny_youtube, monkeypatch):
+    """The real download path on a local archive in the course's layout."""
+    archive = tmp_path / "train-test-data.zip"
+    folder = tiny_youtube / "youtube-faces-68"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in folder.rglob("*"):
+            if f.is_file():
+                zf.write(f, "data/" + str(f.relative_to(folder)))
+    monkeypatch.setattr(data.config, "PROJECT_DATA_DIR", tmp_path / "project-data")
+    target_root = tmp_path / "fresh"
+    out = data.download("youtube-faces-68", root=target_root, url=archive.as_uri(), progress=False)
+    assert out == target_root / "youtube-faces-68"
+    assert len(data.load_youtube_faces(target_root, progress=False)) == 6
+    assert (tmp_path / "project-data" / "downloads" / "train-test-data.zip.sha256").exists()
+
+
+def test_300w_download_explains_registration(tmp_path):
+    with pytest.raises(data.DatasetNotFoundError, match="registration"):
+        data.download("300w", root=tmp_path)
+
+
+@needs_real_data
+def test_real_youtube_faces_counts():
+    ds = data.load("youtube-faces-68", progress=False)
+    assert len(ds) == 4301 and ds.num_people == 416 and not ds.skipped

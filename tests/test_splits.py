@@ -1,0 +1,75 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import config, splits
+
+from .support import needs_real_data
+
+
+def people(n):
+    return np.array([f"person_{i}" for i in range(n) for _ in range(3)])
+
+
+def test_identity_disjoint_and_roughly_proportional():
+    ids = people(2000)
+    lab = splits.assign_splits(ids)
+    for a in splits.SPLITS:
+        for b in splits.SPLITS:
+            if a < b:
+                assert not set(ids[lab == a]) & set(ids[lab == b])
+    share = pd.Series(lab).value_counts(normalize=True)
+    assert abs(share["train"] - 0.8) < 0.04 and abs(share["val"] - 0.1) < 0.03 and abs(share["test"] - 0.1) < 0.03
+
+
+def test_stable_under_reordering_and_growth():
+    ids = people(300)
+    lab = splits.assign_splits(ids)
+    order = np.random.default_rng(0).permutation(len(ids))
+    np.testing.assert_array_equal(splits.assign_splits(ids[order]), lab[order])
+    grown = np.r_[ids, people(400)[len(ids):]]
+    np.testing.assert_array_equal(splits.assign_splits(grown)[: len(ids)], lab)
+
+
+def test_seeded():
+    ids = people(300)
+    assert not np.array_equal(splits.assign_splits(ids, seed=1), splits.assign_splits(ids, seed=2))
+    np.testing.assert_array_equal(splits.assign_splits(ids, seed=1), splits.assign_splits(ids, seed=1))
+
+
+def test_rules_per_data_set():
+    assert splits.fractions_for("300w/afw") == (0.0, 0.0, 1.0)
+    assert splits.fractions_for("300w:/some/where/afw") == (0.0, 0.0, 1.0)
+    assert splits.fractions_for("300w/helen-train")[2] == 0.0
+    assert set(splits.assign_splits(people(50), (0, 0, 1))) == {"test"}
+    with pytest.raises(ValueError):
+        splits.assign_splits(people(5), (0.5, 0.2, 0.2))
+
+
+def test_save_splits(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "SPLITS_DIR", tmp_path)
+    path = splits.save_splits("300w/afw", ["b.jpg", "a.jpg"], ["b", "a"], ["test", "test"])
+    df = pd.read_csv(path)
+    assert path.name == "300w_afw.csv" and list(df["name"]) == ["a.jpg", "b.jpg"]
+
+
+def test_load_faces_from_folder_and_cache(tiny_youtube, monkeypatch, tmp_path):
+    monkeypatch.setenv("FKP_DATA_DIR", str(tiny_youtube))
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    by_split = splits.load_splits("youtube-faces-68", progress=False)
+    assert sum(len(f) for f in by_split.values()) == 6
+    table = splits.split_table(by_split)
+    assert table.attrs["people_in_two_splits"] == 0 and table["faces"].sum() == 6
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    again = splits.load_faces("youtube-faces-68", progress=False)        # from the cache
+    assert len(again) == 6 and again.source == "youtube-faces-68"
+    with pytest.raises(ValueError, match="split"):
+        splits.load_faces("youtube-faces-68", "training")
+
+
+@needs_real_data
+def test_real_youtube_split_is_identity_disjoint():
+    by_split = splits.load_splits("youtube-faces-68", progress=False)
+    table = splits.split_table(by_split)
+    assert table["faces"].sum() == 4301 and table["people"].sum() == 416
+    assert table.attrs["people_in_two_splits"] == 0
