@@ -72,6 +72,7 @@ _INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC, "neares
 
 # Bump when a transform changes its output for the same inputs, so that stale expansion caches are ignored.
 _EXPAND_VERSION = 1
+_EXPAND_CHUNK = 256      # faces augmented per call in expand(); part of the result's definition (seeding)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -647,7 +648,7 @@ def expansion_cache_path(images, keypoints, scheme, k, seed=config.DEFAULT_SEED,
 
 def expand(images: np.ndarray, keypoints: np.ndarray, scheme: Scheme | str, k: int,
            seed: int = config.DEFAULT_SEED, params: AugmentParams | None = None,
-           cache: bool = True, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+           cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Offline dataset expansion ×k: the originals followed by ``k − 1`` augmented copies.
 
     Apply it to the **training split only**, after splitting: expanding before the split would put augmented
@@ -655,8 +656,8 @@ def expand(images: np.ndarray, keypoints: np.ndarray, scheme: Scheme | str, k: i
 
     Output sample ``c·N + i`` is copy ``c`` of input ``i`` (copy 0 is the unchanged original), so the source
     index of every output is ``np.tile(np.arange(N), k)`` (use it to carry names or identities along).
-    Copy ``c`` is drawn from ``np.random.default_rng([seed, c])``: reproducible, and one copy does not depend
-    on how many others there are.
+    Copy ``c`` of the faces ``[j·256, (j+1)·256)`` is drawn from ``np.random.default_rng([seed, c, j])``:
+    reproducible, and one copy does not depend on how many others there are.
 
     Args:
         images: (N, H, W) uint8 or float32.
@@ -666,7 +667,6 @@ def expand(images: np.ndarray, keypoints: np.ndarray, scheme: Scheme | str, k: i
         seed: seed of the expansion.
         params: :class:`AugmentParams` (default: the training setting).
         cache: read/write ``CACHE_DIR/augment/expand_*.npz`` keyed by a hash of the inputs and parameters.
-        batch_size: images augmented per call (memory only; the result does not depend on it).
     Returns:
         (images (k·N, H, W), keypoints (k·N, K, 2)).
     """
@@ -688,10 +688,9 @@ def expand(images: np.ndarray, keypoints: np.ndarray, scheme: Scheme | str, k: i
     out_kps = np.empty((k * n,) + kps.shape[1:], dtype=np.float32)
     out_images[:n], out_kps[:n] = images, kps
     for c in range(1, k):
-        rng = np.random.default_rng([seed, c])
-        for start in range(0, n, batch_size):
-            sl = slice(start, min(start + batch_size, n))
-            im, kp = augmenter(images[sl], kps[sl], rng)
+        for j, start in enumerate(range(0, n, _EXPAND_CHUNK)):
+            sl = slice(start, min(start + _EXPAND_CHUNK, n))
+            im, kp = augmenter(images[sl], kps[sl], np.random.default_rng([seed, c, j]))
             out_images[c * n + sl.start:c * n + sl.stop] = im
             out_kps[c * n + sl.start:c * n + sl.stop] = kp
 
@@ -741,7 +740,8 @@ class KeypointSequence(keras.utils.PyDataset):
 
     Determinism: the order of epoch ``e`` is ``default_rng([seed, e]).permutation(N)`` (if ``shuffle``) and the
     augmentation of batch ``i`` in epoch ``e`` draws from ``default_rng([seed, e, i])``, so every batch is the
-    same whatever the worker scheduling. ``on_epoch_end`` advances the epoch.
+    same whatever the worker scheduling. ``epoch`` counts the calls of ``on_epoch_end`` (``model.fit`` makes one
+    before its first epoch, so training starts at ``epoch == 1``); it is the only state that changes.
 
     Args:
         images: (N, 96, 96) uint8 (or float32 0-1).
