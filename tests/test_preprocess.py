@@ -17,15 +17,19 @@ from .support import face_68
        dy=st.floats(-0.3, 0.3))
 def test_dot_lands_on_transformed_keypoint(w, h, fx, fy, bw, bh, scale, dx, dy):
     """Draw a dot at a keypoint, crop and resize: the brightest pixel lies within 1 px of the moved keypoint."""
-    x, y = int(fx * (w - 1)), int(fy * (h - 1))
-    img = np.zeros((h, w), np.uint8)
-    img[y, x] = 255
+    x, y = int(fx * (w - 1)), int(fy * (h - 1))      # the dot sits on a pixel centre
     # a box around the keypoint, possibly reaching beyond the image
     box = [x - bw * w / 2 + dx * w, y - bh * h / 2 + dy * h, x + bw * w / 2 + dx * w, y + bh * h / 2 + dy * h]
     crop = pp.box_to_crop(box, scale=scale)
+    # the dot: a small Gaussian at the keypoint, about one output pixel wide so that it survives
+    # a large downscale
+    sigma = max(0.7, 0.5 * crop[2] / 96)
+    yy, xx = np.mgrid[:h, :w]
+    img = (255 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))).round().astype(np.uint8)
     kp = pp.to_crop_coords(np.array([[x, y]], np.float32), crop)[0]
-    if not (0 <= kp[0] <= 95 and 0 <= kp[1] <= 95):
-        return                                     # the keypoint falls outside this crop: nothing to see
+    x0, y0, side = crop
+    if not (1 <= x - x0 <= side - 2 and 1 <= y - y0 <= side - 2):
+        return     # outside the crop, or on its outermost pixels where an upscale makes a plateau: no single peak
     out = pp.crop_face(img, crop, border=cv2.BORDER_CONSTANT)
     assert out.max() > 0
     by, bx = np.unravel_index(np.argmax(out), out.shape)
