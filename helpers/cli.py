@@ -1,6 +1,8 @@
 """``facekp``: the project's command line. Thin: it parses arguments and calls the modules that do the work.
 
     facekp data [NAME] [--json]          data sets found, faces, people, keypoints, split sizes
+    facekp predict PATH... [--model lenet|resnet50|FILE] [--out DIR] [--json]
+                                         faces and keypoints of photographs, annotated images, JSON
 """
 from __future__ import annotations
 
@@ -53,6 +55,94 @@ def cmd_data(args) -> int:
     return 0
 
 
+PREDICT_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _predict_inputs(paths) -> list:
+    """Files as given; folders expanded to the images they hold (recursively, sorted)."""
+    from pathlib import Path
+
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in PREDICT_SUFFIXES)
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_predict(args) -> int:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from . import detect, plots, predict
+
+    inputs = _predict_inputs(args.paths)
+    if not inputs:
+        print("error: no images found in " + ", ".join(args.paths), file=sys.stderr)
+        return 1
+    params = detect.DetectorParams(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
+                                   min_size=args.min_size, max_side=args.max_side or None)
+    try:
+        predictor = predict.Predictor(args.model, params,
+                                      detect.UNCALIBRATED if args.no_calibration else None)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        print(f"error: cannot load model {args.model!r}: {e}", file=sys.stderr)
+        return 1
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, failed, used = [], [], set()
+    for path in tqdm(inputs, desc="facekp predict", unit="image", disable=args.quiet):
+        try:
+            pred = predictor(path)
+        except (OSError, ValueError) as e:      # detect.ImageReadError is a ValueError
+            msg = str(e) if str(path) in str(e) else f"{path}: {e}"
+            tqdm.write(f"skipped: {msg}", file=sys.stderr)
+            failed.append({"file": str(path), "error": msg})
+            continue
+        stem = path.stem
+        while stem in used:                      # two inputs with one name: keep both outputs
+            stem += "_"
+        used.add(stem)
+        annotated = plots.draw_keypoints_cv(pred.image, pred.keypoints, pred.scheme, pred.boxes)
+        out_path = out_dir / f"{stem}_keypoints.png"
+        ok, buf = cv2_imencode(out_path.suffix, annotated)
+        if ok:
+            buf.tofile(str(out_path))
+        record = pred.to_dict()
+        record["annotated"] = str(out_path)
+        if args.json:
+            (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
+        results.append(record)
+        if not args.json and not args.quiet:
+            tqdm.write(f"{path}: {len(pred)} face(s), {pred.timings['total']:.0f} ms -> {out_path}")
+    if args.json:
+        print(json.dumps({"model": predictor.model.name, "images": results, "failed": failed}, indent=2))
+    else:
+        print(f"{len(results)} image(s) done, {sum(r['num_faces'] for r in results)} face(s); "
+              f"{len(failed)} failed; outputs in {out_dir}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cv2_imencode(suffix: str, rgb):
+    import cv2
+
+    return cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def cmd_download(args) -> int:
+    from . import data
+
+    try:
+        folder = data.download(args.name, url=args.url)
+    except (data.DatasetNotFoundError, data.DataFormatError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: ready in {folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facekp", description="Facial keypoint detection: data, evaluation, "
                                      "prediction.")
@@ -63,6 +153,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "300w:PATH")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("predict", help="detect faces and their keypoints in photographs; write annotated images")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    p.add_argument("--model", default="lenet", help="lenet, resnet50 or a .keras file (default: lenet)")
+    p.add_argument("--out", default="predictions", help="folder for annotated images and JSON (default: "
+                   "./predictions)")
+    p.add_argument("--json", action="store_true", help="write <name>.json per image and print all results as JSON")
+    p.add_argument("--scale-factor", type=float, default=1.1, help="Haar cascade scaleFactor (default 1.1)")
+    p.add_argument("--min-neighbors", type=int, default=5, help="Haar cascade minNeighbors (default 5)")
+    p.add_argument("--min-size", type=float, default=0.1, help="smallest face as a fraction of the image's "
+                   "shorter side (default 0.1)")
+    p.add_argument("--max-side", type=int, default=512, help="detect on a copy downscaled to this longer side "
+                   "(0: full size; default 512)")
+    p.add_argument("--no-calibration", action="store_true", help="crop the raw detector boxes (the seed's "
+                   "framing; for comparison only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("download", help="fetch a data set into the data root (FKP_DATA_DIR or data/)")
+    p.add_argument("name", choices=["youtube-faces-68", "kaggle", "300w"])
+    p.add_argument("--url", help="another location of the same archive (e.g. a mirror or a file:// URL)")
+    p.set_defaults(func=cmd_download)
 
     # Further subcommands register here: each is a small `cmd_*` function calling its module.
     return parser

@@ -8,6 +8,8 @@ Environment variables
 ``FKP_DATA_DIR``
     Root folder that holds the data sets (``youtube-faces-68/``, ``300w-subset/``, ``kaggle/``).
     Default: the project's git-ignored ``data/`` folder, where the download code caches archives.
+``FKP_FIGURES_DIR``
+    Where figures are written (default: the project's ``figures/``).
 ``FKP_PROFILE``
     ``smoke`` (seconds; CI), ``quick`` (minutes on a laptop, the default) or ``full`` (the thesis run).
 """
@@ -28,6 +30,13 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 
 IMAGE_SIZE = 96          # side of the square grayscale crops the networks see
 DEFAULT_SEED = 42
+
+
+def figures_dir() -> Path:
+    """Where ``save_fig`` writes: ``$FKP_FIGURES_DIR`` if set (the test run uses a scratch folder so that
+    smoke-profile figures never overwrite the committed ones), else the project's ``figures/``."""
+    env = os.environ.get("FKP_FIGURES_DIR")
+    return Path(env).expanduser().resolve() if env else FIGURES_DIR
 
 
 def data_root() -> Path:

@@ -16,3 +16,19 @@ def test_facekp_data_missing_set_fails_cleanly(tmp_path, capsys, monkeypatch):
     assert cli.main(["data", "youtube-faces-68"]) == 1
     assert "FKP_DATA_DIR" in capsys.readouterr().err
     assert cli.main(["data"]) == 1
+
+
+def test_facekp_download_from_a_local_archive(tmp_path, tiny_youtube, monkeypatch, capsys):
+    import zipfile
+
+    archive = tmp_path / "train-test-data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in (tiny_youtube / "youtube-faces-68").rglob("*"):
+            if f.is_file():
+                zf.write(f, str(f.relative_to(tiny_youtube / "youtube-faces-68")))
+    monkeypatch.setenv("FKP_DATA_DIR", str(tmp_path / "root"))
+    monkeypatch.setattr(config, "PROJECT_DATA_DIR", tmp_path / "project-data")
+    assert cli.main(["download", "youtube-faces-68", "--url", archive.as_uri()]) == 0
+    assert (tmp_path / "root" / "youtube-faces-68" / "test_frames_keypoints.csv").exists()
+    assert cli.main(["download", "300w"]) == 1
+    assert "registration" in capsys.readouterr().err

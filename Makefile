@@ -1,0 +1,54 @@
+# facial-keypoints: `make test` runs the test suite, `make reproduce` re-runs every chapter.
+# Each target creates or refreshes the local virtual environment (.venv) when it is missing or stale.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+.PHONY: help install test test-fast reproduce notebook lab benchmarks data lock clean-cache
+
+help:
+	@echo "make test        run the tests: unit tests + every notebook under nbval (FKP_PROFILE=smoke)"
+	@echo "make reproduce   execute every notebook in order, in place, writing figures/ (FKP_PROFILE, default quick)"
+	@echo "make benchmarks  run the speed benchmarks in benchmarks/"
+	@echo "make data        download the YouTube-Faces 68-point set into data/"
+	@echo "make lab         start JupyterLab"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	FKP_PROFILE=smoke FKP_FIGURES_DIR=$(CURDIR)/build/smoke-figures $(BIN)/pytest --nbval-lax tests $(NOTEBOOKS)
+
+test-fast: $(STAMP)
+	$(BIN)/pytest tests
+
+reproduce: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+		echo "== $$nb (profile $${FKP_PROFILE:-quick})"; \
+		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; \
+	done
+
+benchmarks: $(STAMP)
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python "$$b" || exit 1; done
+
+data: $(STAMP)
+	$(BIN)/facekp download youtube-faces-68
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+lock: $(STAMP)
+	$(BIN)/pip freeze --exclude-editable > constraints.txt
+
+clean-cache:
+	rm -rf data/cache build/smoke-figures
