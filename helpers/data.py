@@ -70,7 +70,7 @@ class Dataset:
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}: {len(self)} faces of {self.num_people} people, "
-                f"{self.scheme.num_keypoints} keypoints, {len(self.skipped)} skipped, source={self.source!r})")
+                f"{self.scheme.num_keypoints} keypoints, {len(self.skipped)} skipped)")
 
     @property
     def num_people(self) -> int:
@@ -326,7 +326,7 @@ def _assemble(name, source, scheme, records, skipped, progress) -> Dataset:
 
 
 def youtube_identity(file_name: str) -> str:
-    """``Person_Name_12.jpg`` → ``Person_Name`` (the clip's person)."""
+    """``Person_Name_12.jpg`` (or ``training/Person_Name_12.jpg``) → ``Person_Name`` (the clip's person)."""
     return re.sub(r"_\d+$", "", Path(file_name).stem)
 
 
@@ -358,9 +358,10 @@ def load_youtube_faces(root: Path | None = None, max_faces: int | None = None, p
         for fname, row in zip(df.iloc[:, 0].astype(str), df.iloc[:, 1:].to_numpy(np.float32)):
             path = folder / part / fname
             if not path.exists():
-                skipped.append((fname, f"listed in {csv.name} but missing from {part}/"))
+                skipped.append((f"{part}/{fname}", f"listed in {csv.name} but missing from {part}/"))
                 continue
-            records.append((fname, path, row.reshape(68, 2), youtube_identity(fname)))
+            # both CSVs reuse the same 770 file names for different frames: names are kept as part/file
+            records.append((f"{part}/{fname}", path, row.reshape(68, 2), youtube_identity(fname)))
     records = _limit(records, max_faces)
     return _assemble("youtube-faces-68", str(folder), SCHEME_68, records, skipped, progress)
 
@@ -442,6 +443,32 @@ def load_kaggle(path: str | Path | None = None, max_faces: int | None = None, ro
             warnings.append(f"row {j}: {n_out} keypoint(s) outside the 96x96 image")
     names = np.asarray([f"row_{i:05d}" for i in keep], dtype=str)
     return Dataset("kaggle", images, kps, names, names.copy(), SCHEME_15, str(path), skipped, warnings)
+
+
+def index(spec: str, root: Path | None = None) -> pd.DataFrame:
+    """Names and identities of every face of a data set, without reading an image (cheap: counts, splits).
+
+    Columns: ``name``, ``identity``, ``part`` (the course's ``training``/``test`` for YouTube-Faces).
+    """
+    if spec == "youtube-faces-68":
+        folder = dataset_dir(spec, root)
+        frames = []
+        for part in ("training", "test"):
+            csv = folder / f"{part}_frames_keypoints.csv"
+            if not csv.exists():
+                raise _not_found(spec, csv)
+            files = _read_keypoint_csv(csv, 136).iloc[:, 0].astype(str)
+            frames.append(pd.DataFrame({"name": part + "/" + files, "identity": files.map(youtube_identity),
+                                        "part": part}))
+        return pd.concat(frames, ignore_index=True)
+    if spec.startswith("300w"):
+        folder = Path(spec[5:]).expanduser() if spec.startswith("300w:") else dataset_dir("300w", root) / spec[5:]
+        if not folder.is_dir():
+            raise _not_found("300w", folder)
+        stems = [str(p.relative_to(folder).with_suffix("")) for p in sorted(folder.rglob("*.pts"))]
+        return pd.DataFrame({"name": stems, "identity": stems, "part": folder.name})
+    ds = load(spec, root=root)
+    return pd.DataFrame({"name": ds.names, "identity": ds.identities, "part": spec})
 
 
 def available() -> list[str]:

@@ -27,7 +27,7 @@ from . import config
 from .schemes import Scheme, get_scheme
 
 CROP_SCALE = 1.5          # crop side = CROP_SCALE × the longer side of the landmark box
-PREPROCESS_VERSION = 1    # bump when the geometry changes: it invalidates cached arrays
+PREPROCESS_VERSION = 2    # bump when the geometry changes: it invalidates cached arrays
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

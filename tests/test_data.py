@@ -100,9 +100,10 @@ def test_300w_folder_loads_and_reports_bad_files(tiny_300w):
 def test_youtube_layout_merges_both_csvs(tiny_youtube):
     ds = data.load_youtube_faces(tiny_youtube, progress=False)
     assert len(ds) == 6                                               # 7 rows, one image missing
-    assert ds.skipped == [("Gone_Man_01.jpg", "listed in test_frames_keypoints.csv but missing from test/")]
+    assert ds.skipped == [("test/Gone_Man_01.jpg", "listed in test_frames_keypoints.csv but missing from test/")]
     assert ds.num_people == 4
     assert sorted(set(ds.identities)) == ["Ann_Lee", "Bob_Ray", "Cy_Di", "Eve_Ox"]
+    assert ds.names[0] == "training/Ann_Lee_00.jpg" and len(set(ds.names)) == len(ds)
     assert ds.images[0].ndim == 3 and ds.images[0].shape[2] == 3
     assert len(data.load_youtube_faces(tiny_youtube, max_faces=3, progress=False)) == 3
 
@@ -190,3 +191,11 @@ def test_300w_download_explains_registration(tmp_path):
 def test_real_youtube_faces_counts():
     ds = data.load("youtube-faces-68", progress=False)
     assert len(ds) == 4301 and ds.num_people == 416 and not ds.skipped
+
+
+def test_index_lists_faces_without_reading_images(tiny_youtube, tiny_300w):
+    idx = data.index("youtube-faces-68", root=tiny_youtube)
+    assert len(idx) == 7 and set(idx["part"]) == {"training", "test"}          # the CSV rows, missing file too
+    assert idx.loc[idx["name"] == "test/Ann_Lee_30.jpg", "identity"].item() == "Ann_Lee"
+    w = data.index(f"300w:{tiny_300w}")
+    assert list(w["name"]) == [f"img{i}_1" for i in range(4)] and (w["name"] == w["identity"]).all()

@@ -1,0 +1,315 @@
+"""The two networks of the thesis, their masked loss and metrics, and loading of the trained models.
+
+* :func:`lenet` — a LeNet-inspired **sequential** CNN: four conv/pool stages, a dense layer, dropout.
+* :func:`resnet50` — the real ResNet-50 (``keras.applications.ResNet50(weights=None, include_top=False)``:
+  53 convolutions in 16 bottleneck blocks, about 23.5 M parameters), built functionally with a regression head.
+
+Both take ``(96, 96, 1)`` float32 images in [0, 1] and output ``2K`` numbers: the normalised keypoints
+``(x0, y0, x1, y1, ...)`` in [-1, 1] (see :func:`helpers.augment.to_model_inputs`).
+
+Loss and metrics are registered Keras objects (package ``facekp``), so a saved model loads with plain
+``keras.models.load_model(path, safe_mode=True)`` — no ``custom_objects``. They are written with
+``keras.ops`` only (backend-agnostic) and **mask missing targets** (NaN): Kaggle's incomplete rows still teach.
+
+* :class:`MaskedLoss` — mean squared (``"mse"``) or absolute (``"mae"``) error over the present coordinates;
+  the gradient with respect to a masked coordinate is exactly zero.
+* :class:`NME` — per face, the mean point-to-point error over the present points divided by the normalising
+  distance of the scheme: the **outer-eye-corner** distance (points 36 and 45) for 68 points, the
+  **eye-centre** distance for the 15 Kaggle points. Reported as a fraction (×100 for percent).
+* :class:`RMSEPixels` — root mean squared coordinate error in pixels of the 96×96 crop.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from . import config
+from .schemes import Scheme, get_scheme
+
+__all__ = ["lenet", "resnet50", "build_model", "compile_model", "MaskedLoss", "NME", "RMSEPixels",
+           "load_model", "model_path", "save_model", "MODEL_NAMES", "count_params"]
+
+MODEL_NAMES = ("lenet", "resnet50")
+INPUT_SHAPE = (config.IMAGE_SIZE, config.IMAGE_SIZE, 1)
+PX_PER_UNIT = config.IMAGE_SIZE / 2.0     # normalised [-1, 1] → pixels of the 96² crop
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Architectures
+# ----------------------------------------------------------------------------------------------------------
+def lenet(scheme: Scheme | str = "68", dropout: float = 0.3, name: str = "lenet") -> keras.Sequential:
+    """A LeNet-inspired sequential CNN: (conv 3×3 → BN → ReLU → max-pool) × 4, dense 512, dropout, 2K outputs.
+
+    LeNet's pattern (convolution, subsampling, repeat, then fully connected layers) with the modern
+    defaults that make it train reliably: ReLU, batch normalisation, same padding and dropout before the
+    output. Four stages take 96² down to 6² with 32 → 64 → 128 → 256 filters.
+    """
+    scheme = get_scheme(scheme)
+    k2 = 2 * scheme.num_keypoints
+    model = keras.Sequential(name=name)
+    model.add(keras.Input(shape=INPUT_SHAPE, name="image"))
+    for i, filters in enumerate((32, 64, 128, 256), start=1):
+        model.add(layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}"))
+        model.add(layers.BatchNormalization(name=f"bn{i}"))
+        model.add(layers.Activation("relu", name=f"relu{i}"))
+        model.add(layers.MaxPooling2D(2, name=f"pool{i}"))
+    model.add(layers.Flatten(name="flatten"))
+    model.add(layers.Dense(512, activation="relu", name="fc1"))
+    model.add(layers.Dropout(dropout, name="dropout"))
+    model.add(layers.Dense(k2, name="keypoints"))
+    return model
+
+
+def resnet50(scheme: Scheme | str = "68", dropout: float = 0.2, name: str = "resnet50") -> keras.Model:
+    """The real ResNet-50 trunk (random initialisation, one gray channel) with a regression head.
+
+    ``keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 1))`` maps 96² to a
+    3×3×2048 feature map (stride 32). The head: global average pooling, dropout, a dense layer of 2K outputs.
+    """
+    scheme = get_scheme(scheme)
+    k2 = 2 * scheme.num_keypoints
+    inputs = keras.Input(shape=INPUT_SHAPE, name="image")
+    trunk = keras.applications.ResNet50(weights=None, include_top=False, input_shape=INPUT_SHAPE, pooling=None)
+    x = trunk(inputs)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(k2, name="keypoints")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_model(name: str, scheme: Scheme | str = "68", **kwargs) -> keras.Model:
+    """``lenet`` or ``resnet50`` by name."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
+    return {"lenet": lenet, "resnet50": resnet50}[name](scheme, **kwargs)
+
+
+def count_params(model: keras.Model) -> dict:
+    trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
+    total = int(sum(np.prod(v.shape) for v in model.weights))
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loss and metrics
+# ----------------------------------------------------------------------------------------------------------
+def _masked(y_true, y_pred):
+    """(difference with zeros where the target is missing, mask as float)."""
+    y_true = ops.convert_to_tensor(y_true, dtype="float32")
+    y_pred = ops.cast(y_pred, "float32")
+    mask = ops.logical_not(ops.isnan(y_true))
+    filled = ops.where(mask, y_true, ops.zeros_like(y_true))
+    # where() before any arithmetic on the masked branch: its gradient there is exactly zero, never NaN
+    diff = ops.where(mask, y_pred - filled, ops.zeros_like(y_pred))
+    return diff, ops.cast(mask, "float32")
+
+
+@keras.saving.register_keras_serializable(package="facekp")
+class MaskedLoss(keras.losses.Loss):
+    """Per-sample mean of squared (``kind="mse"``) or absolute (``"mae"``) error over present coordinates.
+
+    Targets that are NaN are ignored (a sample with no target contributes 0). ``y`` is (B, 2K).
+    """
+
+    def __init__(self, kind: str = "mse", name: str | None = None, reduction="sum_over_batch_size", dtype=None):
+        if kind not in ("mse", "mae"):
+            raise ValueError(f"MaskedLoss kind must be 'mse' or 'mae', got {kind!r}")
+        super().__init__(name=name or f"masked_{kind}", reduction=reduction, dtype=dtype)
+        self.kind = kind
+
+    def call(self, y_true, y_pred):
+        diff, mask = _masked(y_true, y_pred)
+        err = ops.square(diff) if self.kind == "mse" else ops.abs(diff)
+        return ops.sum(err, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+def _point_pairs(y):
+    """(B, 2K) → (B, K, 2)."""
+    return ops.reshape(y, (ops.shape(y)[0], -1, 2))
+
+
+@keras.saving.register_keras_serializable(package="facekp")
+class NME(keras.metrics.Metric):
+    """Normalised mean error (a fraction): per face, mean point error / the scheme's normalising distance.
+
+    68 points: distance of the outer eye corners (36, 45); 15 points: distance of the eye centres (0, 1).
+    Missing points (NaN) are skipped; faces whose normalising distance is undefined are left out.
+    """
+
+    def __init__(self, scheme: str = "68", name: str = "nme", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.scheme = get_scheme(scheme).name
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        scheme = get_scheme(self.scheme)
+        t = _point_pairs(ops.convert_to_tensor(y_true, dtype="float32"))
+        p = _point_pairs(ops.cast(y_pred, "float32"))
+        present = ops.logical_not(ops.any(ops.isnan(t), axis=-1))                      # (B, K)
+        t0 = ops.where(present[..., None], t, ops.zeros_like(t))
+        err = ops.sqrt(ops.sum(ops.square(p - t0), axis=-1) + 1e-12)                   # (B, K)
+        err = ops.where(present, err, ops.zeros_like(err))
+        n = ops.sum(ops.cast(present, "float32"), axis=-1)
+        mean_err = ops.sum(err, axis=-1) / ops.maximum(n, 1.0)
+        a = ops.mean(ops.take(t, list(scheme.normaliser[0]), axis=1), axis=1)
+        b = ops.mean(ops.take(t, list(scheme.normaliser[1]), axis=1), axis=1)
+        d = ops.sqrt(ops.sum(ops.square(a - b), axis=-1))                              # NaN if undefined
+        ok = ops.logical_and(ops.logical_not(ops.isnan(d)), n > 0)
+        ok = ops.logical_and(ok, ops.where(ops.isnan(d), ops.zeros_like(d), d) > 0)
+        safe_d = ops.where(ok, d, ops.ones_like(d))
+        per_face = ops.where(ok, mean_err / safe_d, ops.zeros_like(mean_err))
+        w = ops.cast(ok, "float32")
+        if sample_weight is not None:
+            w = w * ops.reshape(ops.cast(sample_weight, "float32"), ops.shape(w))
+        self.total.assign_add(ops.sum(per_face * w))
+        self.count.assign_add(ops.sum(w))
+
+    def result(self):
+        return self.total / ops.maximum(self.count, 1e-12)
+
+    def reset_state(self):
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {"scheme": self.scheme, "name": self.name, "dtype": self.dtype}
+
+
+@keras.saving.register_keras_serializable(package="facekp")
+class RMSEPixels(keras.metrics.Metric):
+    """Root mean squared error over all present coordinates, in pixels of the 96×96 crop."""
+
+    def __init__(self, name: str = "rmse_px", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.sq = self.add_variable(shape=(), initializer="zeros", name="sq")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        diff, mask = _masked(y_true, y_pred)
+        if sample_weight is not None:
+            w = ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
+            diff, mask = diff * ops.sqrt(w), mask * w
+        self.sq.assign_add(ops.sum(ops.square(diff)))
+        self.count.assign_add(ops.sum(mask))
+
+    def result(self):
+        return ops.sqrt(self.sq / ops.maximum(self.count, 1e-12)) * PX_PER_UNIT
+
+    def reset_state(self):
+        self.sq.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate: float = 1e-3,
+                  loss: str = "mae", steps_per_execution: int = 1, jit_compile="auto") -> keras.Model:
+    """Adam, the masked loss and the NME / RMSE metrics."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss=MaskedLoss(loss), metrics=[NME(get_scheme(scheme).name), RMSEPixels()],
+                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Saving and loading
+# ----------------------------------------------------------------------------------------------------------
+def model_path(name: str) -> Path:
+    """``models/<name>.keras`` (the committed model)."""
+    return config.MODELS_DIR / f"{name}.keras"
+
+
+def _resolve(name_or_path) -> Path:
+    p = Path(str(name_or_path)).expanduser()
+    if str(name_or_path) in MODEL_NAMES:
+        committed = model_path(str(name_or_path))
+        if committed.exists():
+            return committed
+        best = config.RUNS_DIR / str(name_or_path) / "best.keras"
+        if best.exists():
+            return best
+        raise FileNotFoundError(
+            f"no trained {name_or_path!r} model: neither {committed} nor {best} exists. Train one with "
+            f"`python -m helpers.train --model {name_or_path}` (or run its chapter with TRAIN = True).")
+    if p.suffix != ".keras":
+        raise ValueError(f"expected a model name {MODEL_NAMES} or a path to a .keras file, got {name_or_path!r}")
+    if not p.exists():
+        raise FileNotFoundError(f"model file not found: {p}")
+    return p
+
+
+def load_model(name_or_path, compile: bool = True) -> keras.Model:
+    """Load ``"lenet"`` / ``"resnet50"`` (``models/<name>.keras``, else the best checkpoint of its training
+    run under ``models/runs/<name>/``) or any ``.keras`` path, with ``safe_mode=True``.
+
+    The returned model always computes in float32, also when its file stores half-precision weights.
+    """
+    path = _resolve(name_or_path)
+    model = keras.models.load_model(path, compile=compile, safe_mode=True)
+    model.source_path = str(path)
+    return model
+
+
+def save_model(model: keras.Model, path, half_precision: bool = False) -> Path:
+    """Save ``model`` as ``.keras``; with ``half_precision`` the large weight arrays are stored as float16.
+
+    Half precision halves the file (ResNet-50: ~95 MB → ~48 MB). Only arrays of 1024 values or more (conv and
+    dense kernels) are converted; batch-norm statistics and biases stay float32. Keras casts the stored values
+    back to each variable's float32 dtype on loading, so the loaded model computes in float32.
+    """
+    import os
+    import shutil
+    import tempfile
+    import zipfile
+
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(dir=path.parent))
+    try:
+        raw = tmpdir / "model.keras"
+        model.save(raw)
+        if not half_precision:
+            os.replace(raw, path)
+            return path
+        out = tmpdir / "half.keras"
+        with zipfile.ZipFile(raw) as zin, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+            for item in zin.infolist():
+                data = zin.read(item.filename)
+                if item.filename.endswith(".h5"):
+                    src, dst = tmpdir / "in.h5", tmpdir / "out.h5"
+                    src.write_bytes(data)
+                    with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
+                        _copy_h5(fin, fout)
+                    data = dst.read_bytes()
+                zout.writestr(item.filename, data)
+        os.replace(out, path)
+        return path
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _copy_h5(src, dst) -> None:
+    import h5py
+
+    for k, v in src.attrs.items():
+        dst.attrs[k] = v
+    for key, item in src.items():
+        if isinstance(item, h5py.Group):
+            _copy_h5(item, dst.create_group(key))
+        else:
+            arr = item[()]
+            if isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.size >= 1024:
+                arr = arr.astype(np.float16)
+            ds = dst.create_dataset(key, data=arr)
+            for k, v in item.attrs.items():
+                ds.attrs[k] = v

@@ -1,0 +1,248 @@
+"""From a photograph to keypoints in its own pixel coordinates: detect → calibrated crop → one batched model call.
+
+The pipeline of chapter 07, the CLI's ``facekp predict`` and the benchmarks:
+
+1. read (:func:`helpers.detect.read_photo`: EXIF, gray / RGBA / 16-bit normalised) and convert to gray once;
+2. detect faces (:func:`helpers.detect.detect_faces`, Haar cascade on a downscaled copy);
+3. turn each detector box into the crop the networks were trained on (:class:`helpers.detect.Calibration`
+   through :func:`helpers.preprocess.box_to_crop`), cut and resize it with :func:`helpers.preprocess.crop_face`;
+4. run **all faces of the image in one call** of a compiled forward pass (:class:`KeypointModel`: no per-call
+   ``model.predict`` overhead), denormalise and map back with :func:`helpers.preprocess.to_image_coords`.
+
+The model contract: input float32 (B, 96, 96, 1) gray in [0, 1]; output (B, 2K) normalised keypoints
+(x0, y0, x1, y1, ...) as :func:`helpers.preprocess.normalise_keypoints` makes them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import config, detect, preprocess
+from .schemes import Scheme, get_scheme
+
+_MODEL_CACHE: dict = {}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The model, compiled once
+# --------------------------------------------------------------------------------------------------------------
+def scheme_of(model) -> Scheme:
+    """The keypoint scheme a model predicts, from its number of outputs (136 → 68 points, 30 → 15)."""
+    n = int(model.output_shape[-1])
+    for scheme in (get_scheme("68"), get_scheme("15")):
+        if n == 2 * scheme.num_keypoints:
+            return scheme
+    raise ValueError(f"model {getattr(model, 'name', '?')!r} has {n} outputs; expected 136 (68 points) or 30 "
+                     "(15 points)")
+
+
+def compile_forward(model, size: int = config.IMAGE_SIZE):
+    """``f(x) -> numpy`` running ``model(x, training=False)`` as one compiled graph (traced once per model).
+
+    TensorFlow: a ``tf.function`` with a fixed input signature (any batch size, no retracing); JAX: a
+    ``jax.jit`` of ``stateless_call``; other backends: the eager call under no-grad.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                         input_signature=[tf.TensorSpec([None, size, size, 1], tf.float32)])
+        return lambda x: fn(tf.constant(x)).numpy()
+    if backend == "jax":
+        import jax
+
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        jf = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
+        return lambda x: np.asarray(jf(trainable, non_trainable, x))
+    if backend == "torch":
+        import torch
+
+        def f(x):
+            with torch.no_grad():
+                return keras.ops.convert_to_numpy(model(x, training=False))
+        return f
+    return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
+
+
+class KeypointModel:
+    """A keypoint network with its compiled forward pass, ready for single images (warm after creation)."""
+
+    def __init__(self, model, name: str | None = None, warm_up: bool = True):
+        self.model = model
+        self.name = name or getattr(model, "name", "model")
+        self.scheme = scheme_of(model)
+        self.size = int(model.input_shape[1])
+        if tuple(model.input_shape[1:]) != (self.size, self.size, 1):
+            raise ValueError(f"model {self.name!r} takes {model.input_shape[1:]}, expected (S, S, 1) gray images")
+        self._forward = compile_forward(model, self.size)
+        if warm_up:
+            self.forward(np.zeros((1, self.size, self.size, 1), np.float32))
+
+    def __repr__(self) -> str:
+        return f"KeypointModel({self.name!r}, {self.scheme.num_keypoints} keypoints)"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The raw model output (B, 2K) for float32 input (B, S, S, 1) in [0, 1]."""
+        x = np.asarray(x, dtype=np.float32)
+        if len(x) == 0:
+            return np.zeros((0, 2 * self.scheme.num_keypoints), np.float32)
+        return np.asarray(self._forward(x), dtype=np.float32)
+
+    def predict_faces(self, faces: np.ndarray) -> np.ndarray:
+        """Keypoints (N, K, 2) in crop pixels for uint8 faces (N, S, S): one model call."""
+        faces = np.asarray(faces)
+        x = faces.astype(np.float32)[..., None] / 255.0
+        out = self.forward(x).reshape(len(faces), -1, 2)
+        return preprocess.denormalise_keypoints(out, self.size)
+
+    def predict_crops(self, gray: np.ndarray, crops) -> np.ndarray:
+        """Keypoints (N, K, 2) in ``gray``'s pixel coordinates for crops (N, 3) of that image."""
+        crops = np.asarray(crops, dtype=np.int64).reshape(-1, 3)
+        if len(crops) == 0:
+            return np.zeros((0, self.scheme.num_keypoints, 2), np.float32)
+        faces = np.stack([preprocess.crop_face(gray, c, self.size) for c in crops])
+        return preprocess.to_image_coords(self.predict_faces(faces), crops, self.size)
+
+
+def load_keypoint_model(model="lenet", warm_up: bool = True) -> KeypointModel:
+    """A :class:`KeypointModel` from a name (``lenet`` / ``resnet50``), a ``.keras`` path or a Keras model.
+
+    Names and paths load through :func:`helpers.models.load_model` and are cached (per file and its mtime),
+    so the CLI, the chapters and the benchmark compile each model once per process.
+    """
+    if isinstance(model, KeypointModel):
+        return model
+    if not isinstance(model, (str, Path)):
+        return KeypointModel(model, warm_up=warm_up)
+    from . import models
+
+    path = models._resolve(model) if str(model) in models.MODEL_NAMES else Path(model).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"model file not found: {path}")
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _MODEL_CACHE:
+        net = models.load_model(path, compile=False)
+        name = str(model) if str(model) in models.MODEL_NAMES else path.stem
+        _MODEL_CACHE[key] = KeypointModel(net, name=name, warm_up=warm_up)
+    return _MODEL_CACHE[key]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One image
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class ImagePrediction:
+    """The faces found in one image: boxes, crops and keypoints in the image's pixel coordinates."""
+
+    source: str
+    width: int
+    height: int
+    boxes: np.ndarray          # (N, 4) detector boxes (x0, y0, x1, y1)
+    crops: np.ndarray          # (N, 3) calibrated crops (x0, y0, side)
+    keypoints: np.ndarray      # (N, K, 2) image pixels
+    scheme: Scheme
+    model: str
+    timings: dict = field(default_factory=dict)   # milliseconds: read, detect, keypoints, total
+    image: np.ndarray | None = field(default=None, repr=False)   # the RGB image (kept for drawing)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: per face its box, crop and named keypoints; the timings in ms."""
+        faces = []
+        for box, crop, kp in zip(self.boxes, self.crops, self.keypoints):
+            faces.append({
+                "box": [round(float(v), 2) for v in box],
+                "crop": [int(v) for v in crop],
+                "keypoints": {n: [round(float(x), 2), round(float(y), 2)] for n, (x, y) in zip(self.scheme.names, kp)},
+            })
+        return {"file": self.source, "width": self.width, "height": self.height, "model": self.model,
+                "scheme": self.scheme.name, "num_faces": len(faces), "faces": faces,
+                "timings_ms": {k: round(float(v), 3) for k, v in self.timings.items()}}
+
+
+class Predictor:
+    """Detector + calibration + keypoint model: ``predictor(photo)`` → :class:`ImagePrediction`.
+
+    ``model``: a name, a ``.keras`` path, a Keras model or a :class:`KeypointModel`. ``calibration``: the
+    fitted one by default; pass :data:`helpers.detect.UNCALIBRATED` to crop the raw detector boxes (the seed).
+    """
+
+    def __init__(self, model="lenet", params: detect.DetectorParams | None = None,
+                 calibration: detect.Calibration | None = None, keep_image: bool = True):
+        self.model = load_keypoint_model(model)
+        self.params = params or detect.DetectorParams()
+        self.calibration = calibration or detect.load_calibration()
+        self.keep_image = keep_image
+
+    @property
+    def scheme(self) -> Scheme:
+        return self.model.scheme
+
+    def __call__(self, image, boxes=None, source: str | None = None) -> ImagePrediction:
+        """Predict every face of ``image`` (path or array); ``boxes`` (N, 4) skips the detector."""
+        t0 = time.perf_counter()
+        if source is None:
+            source = str(image) if isinstance(image, (str, Path)) else "<array>"
+        rgb = detect.load_image(image)
+        gray = preprocess.to_gray(rgb)
+        t1 = time.perf_counter()
+        if boxes is None:
+            boxes = detect.detect_faces(gray, self.params)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        t2 = time.perf_counter()
+        crops = detect.face_crops(boxes, self.calibration)
+        keypoints = self.model.predict_crops(gray, crops)
+        t3 = time.perf_counter()
+        timings = {"read": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "keypoints": (t3 - t2) * 1e3,
+                   "total": (t3 - t0) * 1e3}
+        return ImagePrediction(source, int(rgb.shape[1]), int(rgb.shape[0]), boxes, crops, keypoints,
+                               self.scheme, self.model.name, timings, rgb if self.keep_image else None)
+
+
+def predict_image(image, model="lenet", params: detect.DetectorParams | None = None,
+                  calibration: detect.Calibration | None = None, boxes=None) -> ImagePrediction:
+    """One-off convenience: :class:`Predictor` for a single image."""
+    return Predictor(model, params, calibration)(image, boxes=boxes)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A whole annotated data set: detector + keypoints, end to end
+# --------------------------------------------------------------------------------------------------------------
+def run_dataset(dataset, predictor: Predictor, min_iou: float = 0.3, progress: bool = True) -> dict:
+    """Detector + keypoints on every image of a :class:`helpers.data.Dataset` (one annotated face each).
+
+    The annotated face counts as *detected* when a detector box overlaps its landmark box with IoU ≥
+    ``min_iou``; its predicted keypoints come from that box. Returns ``detected`` (N,) bool, ``keypoints``
+    (N, K, 2) in image pixels (NaN where undetected), ``boxes`` (N, 4) (NaN where undetected), ``crops``
+    (N, 3) (-1 where undetected) and ``detect_ms`` (N,).
+    """
+    from tqdm.auto import tqdm
+
+    n, k = len(dataset), predictor.scheme.num_keypoints
+    detected = np.zeros(n, dtype=bool)
+    keypoints = np.full((n, k, 2), np.nan, np.float32)
+    boxes = np.full((n, 4), np.nan, np.float32)
+    crops = np.full((n, 3), -1, np.int64)
+    detect_ms = np.zeros(n)
+    for i in tqdm(range(n), desc=f"detect + keypoints on {dataset.name}", disable=not progress, leave=False):
+        gray = preprocess.to_gray(detect.as_rgb(dataset.images[i]))
+        t = time.perf_counter()
+        found = detect.detect_faces(gray, predictor.params)
+        detect_ms[i] = (time.perf_counter() - t) * 1e3
+        j = detect.match_box(found, preprocess.keypoint_box(dataset.keypoints[i]), min_iou)
+        if j < 0:
+            continue
+        detected[i] = True
+        boxes[i] = found[j]
+        crops[i] = predictor.calibration.crop(found[j])
+        keypoints[i] = predictor.model.predict_crops(gray, crops[i][None])[0]
+    return {"detected": detected, "keypoints": keypoints, "boxes": boxes, "crops": crops, "detect_ms": detect_ms}

@@ -1,0 +1,362 @@
+"""The one training function of the project (chapters 04 and 05) and its command line.
+
+:func:`train_model` trains ``lenet`` or ``resnet50`` with
+
+* Adam and a **cosine learning-rate decay** that follows whichever runs out first, the planned epochs or the
+  time budget (so a run stopped by its deadline has still annealed its learning rate);
+* on-the-fly augmentation of the training split (:func:`helpers.augment.make_sequences`);
+* callbacks: ``ModelCheckpoint`` (the best ``.keras`` by validation NME), ``EarlyStopping`` (patience from the
+  profile, best weights restored), ``BackupAndRestore`` (a killed run resumes from its last finished epoch),
+  ``CSVLogger`` (appending across resumes) and a time limit that stops after the epoch that would overrun;
+* seeds via ``keras.utils.set_random_seed``; batch size, epochs and patience from the profile.
+
+Everything a run writes lives in ``models/runs/<name>/`` (git-ignored): ``best.keras``, ``backup/``,
+``log.csv``, ``state.json`` and ``train.log`` when started from the command line::
+
+    python -m helpers.train --model resnet50 --profile full --deadline 02:35
+    python -m helpers.train --model lenet --profile full
+
+Run the same command again after an interruption: it continues from the backup.
+:func:`publish` copies a run's best model to ``models/<name>.keras`` only if it beats the committed one on
+validation, together with its training history (``models/<name>_history.csv``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from . import config
+from .models import MODEL_NAMES, build_model, compile_model, count_params, save_model
+from .preprocess import Faces
+
+__all__ = ["load_training_data", "train_model", "TrainResult", "publish", "export_model", "read_history",
+           "TRAIN_SPECS", "VAL_SPEC"]
+
+TRAIN_SPECS = ("youtube-faces-68", "300w/helen-train")   # training splits of these (never AFW, never test)
+VAL_SPEC = "youtube-faces-68"                           # its identity-disjoint validation split
+
+
+def concat_faces(parts: list[Faces], source: str) -> Faces:
+    """Concatenate Faces of the same scheme."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise ValueError("no faces to concatenate")
+    k = {p.scheme.num_keypoints for p in parts}
+    if len(k) != 1:
+        raise ValueError(f"cannot mix keypoint schemes {k}")
+    return Faces(np.concatenate([p.images for p in parts]), np.concatenate([p.keypoints for p in parts]),
+                 np.concatenate([p.names.astype(str) for p in parts]),
+                 np.concatenate([p.identities.astype(str) for p in parts]),
+                 np.concatenate([p.crops for p in parts]), parts[0].scheme, source)
+
+
+def load_training_data(profile=None, train_specs=TRAIN_SPECS, val_spec: str = VAL_SPEC,
+                       progress: bool = False) -> tuple[Faces, Faces]:
+    """(training faces, validation faces): the ``train`` splits of ``train_specs`` and ``val_spec``'s ``val``."""
+    from .splits import load_faces
+
+    profile = profile or config.get_profile()
+    train = concat_faces([load_faces(s, "train", max_faces=profile.max_faces, progress=progress)
+                          for s in train_specs], "+".join(f"{s}:train" for s in train_specs))
+    val = load_faces(val_spec, "val", max_faces=profile.max_faces, progress=progress)
+    return train, val
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Callbacks
+# ----------------------------------------------------------------------------------------------------------
+class CosineTimeSchedule(keras.callbacks.Callback):
+    """Cosine decay from ``lr`` to ``lr · final_fraction``; progress is the larger of epoch / epochs and the
+    elapsed fraction of the time budget (from ``state["started"]`` to ``state["deadline"]``)."""
+
+    def __init__(self, lr: float, epochs: int, state: dict, final_fraction: float = 0.02, warmup_epochs: int = 1):
+        super().__init__()
+        self.lr, self.epochs, self.state = lr, epochs, state
+        self.final_fraction, self.warmup_epochs = final_fraction, warmup_epochs
+
+    def rate(self, epoch: int) -> float:
+        progress = epoch / max(self.epochs, 1)
+        if self.state.get("deadline"):
+            span = self.state["deadline"] - self.state["started"]
+            progress = max(progress, (time.time() - self.state["started"]) / max(span, 1.0))
+        progress = min(progress, 1.0)
+        lr = self.lr * (self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+        if epoch < self.warmup_epochs:
+            lr *= (epoch + 1) / (self.warmup_epochs + 1)
+        return float(lr)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate(epoch))
+
+
+class EpochInfo(keras.callbacks.Callback):
+    """Adds ``lr`` and ``seconds`` to each epoch's logs (so CSVLogger records them) and prints a line."""
+
+    def __init__(self, printer=None):
+        super().__init__()
+        self.printer = printer
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["seconds"] = round(time.time() - self._t0, 1)
+        if self.printer:
+            self.printer(f"{datetime.now(timezone.utc):%H:%M:%S} epoch {epoch + 1}: "
+                         + " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+
+
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training after an epoch when the next one would end after ``deadline`` (a UNIX time)."""
+
+    def __init__(self, deadline: float | None):
+        super().__init__()
+        self.deadline = deadline
+        self.stopped = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.deadline is None:
+            return
+        took = time.time() - self._t0
+        if time.time() + took > self.deadline:
+            self.stopped = True
+            self.model.stop_training = True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    model: keras.Model          # the best model (by validation NME)
+    history: pd.DataFrame       # one row per epoch (all sessions of a resumed run)
+    run_dir: Path
+    seconds: float              # training time of all sessions (sum of epoch times)
+    epochs: int                 # epochs completed
+    best_epoch: int
+    best_val_nme: float
+    stopped_by: str             # "epochs", "early_stopping" or "time_limit"
+
+
+def read_history(path) -> pd.DataFrame:
+    """A run's ``log.csv`` (duplicate epochs from an interrupted session: the last one wins)."""
+    df = pd.read_csv(path)
+    return df.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
+
+
+def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=None, run_dir=None,
+                epochs: int | None = None, learning_rate: float = 1e-3, loss: str = "mae", augment: bool = True,
+                seed: int = config.DEFAULT_SEED, max_minutes: float | None = None, deadline: float | None = None,
+                resume: bool = True, verbose: int | str = "auto", log=None, steps_per_execution: int = 1,
+                workers: int = 1) -> TrainResult:
+    """Train ``lenet`` or ``resnet50`` on ``train_faces`` (augmented on the fly), selecting on ``val_faces``.
+
+    Args:
+        model_name: ``"lenet"`` or ``"resnet50"``.
+        train_faces, val_faces: :class:`helpers.preprocess.Faces` of the same scheme.
+        profile: sizes (default :func:`helpers.config.get_profile`); ``epochs`` overrides its epoch count.
+        run_dir: where checkpoints, backup and logs go (default ``models/runs/<model_name>``).
+        learning_rate: Adam's initial rate, decayed by a cosine to 2 % of it.
+        loss: ``"mae"`` (default) or ``"mse"``, masked (:class:`helpers.models.MaskedLoss`).
+        max_minutes / deadline: stop gracefully after the epoch that would overrun this many minutes from the
+            run's first start / this UNIX time (whichever is earlier). The best checkpoint is kept.
+        resume: continue from ``run_dir/backup`` if it exists; ``False`` starts afresh (deleting the run).
+        log: a function taking one string per epoch (the CLI writes to ``train.log``).
+    """
+    from .augment import make_sequences
+
+    if model_name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model_name!r}; choose from {MODEL_NAMES}")
+    if len(train_faces) == 0 or len(val_faces) == 0:
+        raise ValueError("training and validation sets must not be empty")
+    if train_faces.scheme.num_keypoints != val_faces.scheme.num_keypoints:
+        raise ValueError("training and validation faces use different keypoint schemes")
+    profile = profile or config.get_profile()
+    epochs = int(epochs or (profile.lenet_epochs if model_name == "lenet" else profile.resnet_epochs))
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+    run_dir = Path(run_dir or config.RUNS_DIR / model_name)
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir, log_csv, best_path, state_path = (run_dir / "backup", run_dir / "log.csv", run_dir / "best.keras",
+                                                  run_dir / "state.json")
+    resuming = backup_dir.exists() and any(backup_dir.iterdir())
+    if not resuming:
+        for p in (log_csv, best_path, state_path):
+            p.unlink(missing_ok=True)
+    state = json.loads(state_path.read_text()) if resuming and state_path.exists() else {}
+    if "started" not in state:
+        state["started"] = time.time()
+    limits = [d for d in (deadline, state["started"] + 60 * max_minutes if max_minutes else None) if d]
+    state["deadline"] = min(limits) if limits else state.get("deadline")
+    state.update(model=model_name, epochs=epochs, profile=profile.name, learning_rate=learning_rate, loss=loss,
+                 augment=augment, seed=seed, train_faces=len(train_faces), val_faces=len(val_faces),
+                 train_source=train_faces.source, val_source=val_faces.source,
+                 batch_size=profile.batch_size, patience=profile.patience)
+    state_path.write_text(json.dumps(state, indent=2))
+
+    keras.utils.set_random_seed(seed)
+    scheme = train_faces.scheme
+    train_seq, val_seq = make_sequences(train_faces, val_faces, batch_size=profile.batch_size, augment=augment,
+                                        seed=seed, workers=workers)
+    model = build_model(model_name, scheme)
+    compile_model(model, scheme, learning_rate=learning_rate, loss=loss, steps_per_execution=steps_per_execution)
+
+    time_limit = TimeLimit(state["deadline"])
+    early = keras.callbacks.EarlyStopping(monitor="val_nme", mode="min", patience=profile.patience,
+                                          restore_best_weights=True, verbose=0)
+    callbacks = [
+        CosineTimeSchedule(learning_rate, epochs, state),
+        EpochInfo(log),
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_nme", mode="min", save_best_only=True),
+        early,
+        keras.callbacks.CSVLogger(str(log_csv), append=True),
+        time_limit,
+    ]
+    model.fit(train_seq, validation_data=val_seq, epochs=epochs, callbacks=callbacks, verbose=verbose)
+
+    history = read_history(log_csv)
+    best = keras.models.load_model(best_path, safe_mode=True) if best_path.exists() else model
+    best_row = history.loc[history["val_nme"].idxmin()]
+    if time_limit.stopped:
+        stopped_by = "time_limit"
+    elif len(history) < epochs:
+        stopped_by = "early_stopping"
+    else:
+        stopped_by = "epochs"
+    result = TrainResult(best, history, run_dir, float(history["seconds"].sum()), int(len(history)),
+                         int(best_row["epoch"]) + 1, float(best_row["val_nme"]), stopped_by)
+    summary = {"model": model_name, "profile": profile.name, "epochs_planned": epochs,
+               "epochs_run": result.epochs, "best_epoch": result.best_epoch, "best_val_nme": result.best_val_nme,
+               "train_seconds": result.seconds, "stopped_by": stopped_by, "params": count_params(best),
+               "train_faces": len(train_faces), "val_faces": len(val_faces), "train_source": train_faces.source,
+               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Publishing a trained model
+# ----------------------------------------------------------------------------------------------------------
+def export_model(model: keras.Model, path, half_precision: bool | None = None) -> Path:
+    """Save ``model`` without optimizer state (a fresh compile); half precision if the file would be ≥ 95 MB."""
+    fresh = keras.models.clone_model(model)
+    fresh.set_weights(model.get_weights())
+    k = int(fresh.output_shape[-1]) // 2
+    compile_model(fresh, "68" if k == 68 else "15")
+    if half_precision is None:
+        n_bytes = sum(int(np.prod(w.shape)) * 4 for w in fresh.weights)
+        half_precision = n_bytes > 90e6
+    return save_model(fresh, path, half_precision=half_precision)
+
+
+def publish(model_name: str, run_dir=None, val_faces: Faces | None = None, force: bool = False) -> dict:
+    """Copy ``run_dir/best.keras`` to ``models/<name>.keras`` if it beats the committed model on validation.
+
+    Also copies the run's history to ``models/<name>_history.csv``. Returns what was compared and decided.
+    """
+    from .evaluate import evaluate_model
+    from .models import load_model, model_path
+
+    run_dir = Path(run_dir or config.RUNS_DIR / model_name)
+    candidate = run_dir / "best.keras"
+    if not candidate.exists():
+        raise FileNotFoundError(f"no checkpoint at {candidate}")
+    if val_faces is None:
+        _, val_faces = load_training_data(config.get_profile("full"))
+    new = evaluate_model(load_model(candidate), val_faces, timing=False)
+    target = model_path(model_name)
+    old = evaluate_model(load_model(target), val_faces, timing=False) if target.exists() else None
+    better = force or old is None or new["nme"] < old["nme"]
+    out = {"candidate_val_nme": new["nme"], "committed_val_nme": old["nme"] if old else None, "published": better}
+    if better:
+        tmp = target.with_suffix(".tmp.keras")
+        export_model(load_model(candidate), tmp)
+        exported = evaluate_model(load_model(tmp), val_faces, timing=False)
+        tmp.replace(target)
+        out["exported_val_nme"] = exported["nme"]
+        if (run_dir / "log.csv").exists():
+            read_history(run_dir / "log.csv").to_csv(config.MODELS_DIR / f"{model_name}_history.csv", index=False)
+        if (run_dir / "summary.json").exists():
+            shutil.copy(run_dir / "summary.json", config.MODELS_DIR / f"{model_name}_summary.json")
+    return out
+
+
+def _parse_deadline(text: str | None) -> float | None:
+    """``HH:MM`` (UTC, today or tomorrow) or an ISO time → UNIX time."""
+    if not text:
+        return None
+    now = datetime.now(timezone.utc)
+    try:
+        if len(text) <= 5 and ":" in text:
+            h, m = (int(v) for v in text.split(":"))
+            t = now.replace(hour=h, minute=m, second=0, microsecond=0)
+            if t < now:
+                t = t.replace(day=now.day) + pd.Timedelta(days=1)
+            return t.timestamp()
+        t = datetime.fromisoformat(text)
+        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+    except ValueError as e:
+        raise ValueError(f"--deadline must be HH:MM (UTC) or an ISO date-time, got {text!r}") from e
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+    parser.add_argument("--profile", default=None, help="smoke | quick | full (default: $FKP_PROFILE)")
+    parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--loss", default="mae", choices=("mae", "mse"))
+    parser.add_argument("--no-helen", action="store_true", help="train on YouTube-Faces only")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--deadline", default=None, help="HH:MM UTC: stop after the epoch that would overrun it")
+    parser.add_argument("--restart", action="store_true", help="discard the run's backup and start afresh")
+    parser.add_argument("--run-dir", default=None)
+    parser.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
+    args = parser.parse_args(argv)
+
+    profile = config.get_profile(args.profile)
+    run_dir = Path(args.run_dir or config.RUNS_DIR / args.model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_file = open(run_dir / "train.log", "a", buffering=1)
+
+    def log(msg):
+        print(msg, file=log_file)
+        print(msg, flush=True)
+
+    specs = ("youtube-faces-68",) if args.no_helen else TRAIN_SPECS
+    train_faces, val_faces = load_training_data(profile, specs)
+    log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} start {args.model} profile={profile.name} "
+        f"train={len(train_faces)} ({train_faces.source}) val={len(val_faces)} keras={keras.__version__} "
+        f"backend={keras.backend.backend()}")
+    result = train_model(args.model, train_faces, val_faces, profile, run_dir, epochs=args.epochs,
+                         learning_rate=args.lr, loss=args.loss, augment=not args.no_augment, seed=args.seed,
+                         max_minutes=args.max_minutes, deadline=_parse_deadline(args.deadline),
+                         resume=not args.restart, verbose=0, log=log)
+    log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} done: {result.epochs} epochs, {result.seconds:.0f} s, "
+        f"best epoch {result.best_epoch} val NME {100 * result.best_val_nme:.2f} %, stopped by {result.stopped_by}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
