@@ -3,6 +3,8 @@
     facekp data [NAME] [--json]          data sets found, faces, people, keypoints, split sizes
     facekp predict PATH... [--model lenet|resnet50|FILE] [--out DIR] [--json]
                                          faces and keypoints of photographs, annotated images, JSON
+    facekp evaluate --model NAME_OR_PATH --data SPEC [--split test] [--json]
+                                         NME, RMSE, AUC@0.08, failure rates and speed of a model
 """
 from __future__ import annotations
 
@@ -131,6 +133,33 @@ def cv2_imencode(suffix: str, rgb):
     return cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
+def cmd_evaluate(args) -> int:
+    from . import data, evaluate
+    from .models import load_model
+
+    try:
+        model = load_model(args.model)
+        result = evaluate.evaluate(model, args.data, split=args.split, max_faces=args.max_faces,
+                                   timing=not args.no_timing, progress=not args.json)
+    except (FileNotFoundError, ValueError, OSError, data.DatasetNotFoundError, data.DataFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    result["model_path"] = getattr(model, "source_path", args.model)
+    report = evaluate.report_json(result)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{report['model']} on {report['data']} ({report['split']}): {report['faces']} faces")
+        print(f"  NME {report['nme']:.2f} % (normalised by the {report['normaliser']}), "
+              f"RMSE {report['rmse_px96']:.2f} px at 96x96")
+        print(f"  AUC@0.08 {report['auc08']:.2f} %, failures >0.08 {report['fail08']:.2f} %, "
+              f">0.10 {report['fail10']:.2f} %")
+        if "ms_per_face" in report:
+            print(f"  speed: {report['latency_ms']:.1f} ms for one face, {report['throughput_ips']:.0f} faces/s "
+                  f"in batches ({report['ms_per_face']:.2f} ms/face)")
+    return 0
+
+
 def cmd_download(args) -> int:
     from . import data
 
@@ -170,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "framing; for comparison only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="accuracy and speed of a trained model on a data set split")
+    p.add_argument("--model", default="resnet50", help="lenet, resnet50 or a .keras file (default: resnet50)")
+    p.add_argument("--data", required=True, metavar="SPEC", help="youtube-faces-68, 300w/afw, 300w/helen-train "
+                   "(its saved identity-disjoint split) or 300w:PATH (every image + .pts pair of a folder)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of a named data set "
+                   "(default: test; ignored for 300w:PATH)")
+    p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces")
+    p.add_argument("--no-timing", action="store_true", help="skip the speed measurement")
+    p.add_argument("--json", action="store_true", help="print one JSON object (NME, failure rates, AUC in %%)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("download", help="fetch a data set into the data root (FKP_DATA_DIR or data/)")
     p.add_argument("name", choices=["youtube-faces-68", "kaggle", "300w"])

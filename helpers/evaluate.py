@@ -1,0 +1,266 @@
+"""Every number the project reports about a model comes from here.
+
+Accuracy (on any split of any data set, on the 96×96 crops of the ground-truth landmark box, the same
+geometry as training):
+
+* **NME** — per face, the mean point-to-point error over its present keypoints divided by the normalising
+  distance: the distance between the **outer eye corners** (points 36 and 45) for 68 points, between the
+  **eye centres** for the 15 Kaggle points (:attr:`helpers.schemes.Scheme.normaliser_name`). The reported NME
+  is the mean over faces.
+* **RMSE px** — root mean squared coordinate error in pixels of the 96×96 crop.
+* **per-keypoint error** — mean normalised error of each keypoint.
+* **CED** — cumulative error distribution: the fraction of faces whose NME is at most *x*.
+* **AUC@0.08** — area under the CED from 0 to 0.08, divided by 0.08 (1 = every face perfect).
+* **failure rate** at 0.08 and 0.10 — the fraction of faces whose NME exceeds the threshold.
+* best and worst faces (by NME).
+
+Speed: 1-image latency (median of repeated single-image calls) and batch throughput (images per second in
+batches), on whatever machine runs it.
+
+Fractions are returned as fractions; :func:`report_json` converts NME and failure rates to percent.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import config
+from .preprocess import Faces, denormalise_keypoints
+from .schemes import Scheme, get_scheme
+
+__all__ = ["predict_keypoints", "point_errors", "nme_per_face", "rmse_px", "per_keypoint_error", "ced",
+           "auc", "failure_rate", "measure_speed", "evaluate_model", "evaluate", "report_json",
+           "results_table", "load_eval_faces", "CED_LIMIT", "FAIL_THRESHOLDS"]
+
+CED_LIMIT = 0.08
+FAIL_THRESHOLDS = (0.08, 0.10)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics on arrays (pixels, NaN = missing)
+# ----------------------------------------------------------------------------------------------------------
+def _check_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"predictions and ground truth must both be (N, K, 2), got {pred.shape} and {gt.shape}")
+    return pred, gt
+
+
+def point_errors(pred, gt) -> np.ndarray:
+    """(N, K) Euclidean error of each keypoint, in the coordinates' units; NaN where the truth is missing."""
+    pred, gt = _check_pair(pred, gt)
+    return np.linalg.norm(pred - gt, axis=-1)
+
+
+def nme_per_face(pred, gt, scheme: Scheme | str) -> np.ndarray:
+    """(N,) mean point error over present points / the scheme's normalising distance (NaN if undefined)."""
+    scheme = get_scheme(scheme)
+    pred, gt = _check_pair(pred, gt)
+    if gt.shape[1] != scheme.num_keypoints:
+        raise ValueError(f"{gt.shape[1]} keypoints do not match scheme {scheme.name!r}")
+    err = point_errors(pred, gt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        present = np.isfinite(err)
+        mean_err = np.where(present.any(axis=1), np.nansum(err, axis=1) / np.maximum(present.sum(axis=1), 1), np.nan)
+        d = scheme.interocular(gt)
+        return np.where(d > 0, mean_err / d, np.nan)
+
+
+def rmse_px(pred, gt) -> float:
+    """Root mean squared coordinate error over all present coordinates."""
+    pred, gt = _check_pair(pred, gt)
+    sq = (pred - gt) ** 2
+    if not np.isfinite(sq).any():
+        return float("nan")
+    return float(np.sqrt(np.nanmean(sq)))
+
+
+def per_keypoint_error(pred, gt, scheme: Scheme | str) -> np.ndarray:
+    """(K,) mean over faces of each keypoint's error / the face's normalising distance."""
+    scheme = get_scheme(scheme)
+    pred, gt = _check_pair(pred, gt)
+    d = scheme.interocular(gt)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = point_errors(pred, gt) / np.where(d > 0, d, np.nan)[:, None]
+        return np.nanmean(norm, axis=0)
+
+
+def _valid(nme) -> np.ndarray:
+    nme = np.asarray(nme, dtype=np.float64).ravel()
+    nme = nme[np.isfinite(nme)]
+    if nme.size == 0:
+        raise ValueError("no face with a defined NME")
+    return nme
+
+
+def ced(nme, thresholds) -> np.ndarray:
+    """Fraction of faces with NME ≤ each threshold."""
+    nme = _valid(nme)
+    t = np.asarray(thresholds, dtype=np.float64)
+    return (nme[None, :] <= t.ravel()[:, None]).mean(axis=1).reshape(t.shape)
+
+
+def auc(nme, limit: float = CED_LIMIT) -> float:
+    """Area under the CED on [0, limit], divided by ``limit`` (exact for the step-function CED).
+
+    The CED is a step function, so the area is ``mean(max(0, limit - nme)) / limit``.
+    """
+    if limit <= 0:
+        raise ValueError("limit must be positive")
+    nme = _valid(nme)
+    return float(np.mean(np.clip(limit - nme, 0.0, None)) / limit)
+
+
+def failure_rate(nme, threshold: float = 0.08) -> float:
+    """Fraction of faces whose NME exceeds ``threshold``."""
+    return float(np.mean(_valid(nme) > threshold))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------
+def _as_model(model):
+    if isinstance(model, (str, Path)):
+        from .models import load_model
+        return load_model(model)
+    return model
+
+
+def predict_keypoints(model, images, batch_size: int = 64) -> np.ndarray:
+    """(N, K, 2) keypoints in pixels of the 96² crops from (N, 96, 96) uint8 (or float 0-1) images."""
+    images = np.asarray(images)
+    if images.ndim != 3 or images.shape[1:] != (config.IMAGE_SIZE, config.IMAGE_SIZE):
+        raise ValueError(f"images must be (N, {config.IMAGE_SIZE}, {config.IMAGE_SIZE}), got {images.shape}")
+    if len(images) == 0:
+        raise ValueError("no images to predict")
+    x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    model = _as_model(model)
+    out = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size, ..., None]))
+                          for i in range(0, len(x), batch_size)])
+    return denormalise_keypoints(out.reshape(len(x), -1, 2), size=config.IMAGE_SIZE)
+
+
+def measure_speed(model, repeats: int = 20, batch_size: int = 64) -> dict:
+    """1-image latency (median ms over ``repeats`` calls) and batch throughput (images/s, batches of
+    ``batch_size``), on random inputs after a warm-up call."""
+    model = _as_model(model)
+    rng = np.random.default_rng(0)
+    one = rng.random((1, config.IMAGE_SIZE, config.IMAGE_SIZE, 1), dtype=np.float32)
+    batch = rng.random((batch_size, config.IMAGE_SIZE, config.IMAGE_SIZE, 1), dtype=np.float32)
+    model.predict_on_batch(one)
+    times = []
+    for _ in range(max(repeats, 1)):
+        t = time.perf_counter()
+        model.predict_on_batch(one)
+        times.append(time.perf_counter() - t)
+    model.predict_on_batch(batch)
+    n_batches = max(2, repeats // 5)
+    t = time.perf_counter()
+    for _ in range(n_batches):
+        model.predict_on_batch(batch)
+    throughput = n_batches * batch_size / (time.perf_counter() - t)
+    return {"latency_ms": 1000 * float(np.median(times)), "throughput_ips": float(throughput),
+            "ms_per_face": 1000.0 / float(throughput), "batch_size": batch_size}
+
+
+def evaluate_model(model, faces: Faces, timing: bool = True, batch_size: int = 64, repeats: int | None = None,
+                   n_examples: int = 6) -> dict:
+    """All metrics of ``model`` on ``faces``; arrays for plots under ``per_face``, ``pred``, ``per_keypoint``.
+
+    Fractions stay fractions here (NME 0.05 = 5 %). ``timing`` adds :func:`measure_speed`.
+    """
+    model = _as_model(model)
+    if len(faces) == 0:
+        raise ValueError(f"no faces to evaluate in {faces.source!r}")
+    k = int(model.output_shape[-1]) // 2
+    if k != faces.scheme.num_keypoints:
+        raise ValueError(f"model predicts {k} keypoints but {faces.source!r} has {faces.scheme.num_keypoints}")
+    pred = predict_keypoints(model, faces.images, batch_size)
+    gt = faces.keypoints
+    nme = nme_per_face(pred, gt, faces.scheme)
+    ok = np.isfinite(nme)
+    order = np.argsort(np.where(ok, nme, np.inf))
+    n_ok = int(ok.sum())
+    out = {
+        "model": getattr(model, "name", "model"),
+        "data": faces.source,
+        "faces": n_ok,
+        "faces_without_nme": int(len(faces) - n_ok),
+        "scheme": faces.scheme.name,
+        "normaliser": faces.scheme.normaliser_name,
+        "nme": float(np.mean(nme[ok])),
+        "nme_median": float(np.median(nme[ok])),
+        "rmse_px96": rmse_px(pred, gt) * (96.0 / config.IMAGE_SIZE),
+        "auc08": auc(nme, CED_LIMIT),
+        "fail08": failure_rate(nme, 0.08),
+        "fail10": failure_rate(nme, 0.10),
+        "per_face": nme,
+        "pred": pred,
+        "per_keypoint": per_keypoint_error(pred, gt, faces.scheme),
+        "best": order[:n_examples].tolist(),
+        "worst": order[:n_ok][::-1][:n_examples].tolist(),
+    }
+    if timing:
+        repeats = repeats or config.get_profile().benchmark_repeats
+        out.update(measure_speed(model, repeats=repeats, batch_size=batch_size))
+    return out
+
+
+def load_eval_faces(spec: str, split: str | None = "test", max_faces: int | None = None,
+                    progress: bool = False) -> Faces:
+    """Faces to evaluate on: the saved identity-disjoint ``split`` of a named data set, every face of
+    ``300w/afw`` (test only) or of a ``300w:PATH`` folder (split ignored)."""
+    from .splits import load_faces
+
+    if spec.startswith("300w:"):
+        faces = load_faces(spec, None, max_faces=max_faces, progress=progress)
+    else:
+        faces = load_faces(spec, split, max_faces=max_faces, progress=progress)
+    if len(faces) == 0:
+        raise ValueError(f"the {split!r} split of {spec!r} has no faces")
+    return faces
+
+
+def evaluate(model, spec: str, split: str | None = "test", max_faces: int | None = None, timing: bool = True,
+             progress: bool = False, **kwargs) -> dict:
+    """:func:`evaluate_model` of a model (name, path or object) on a data set spec and split."""
+    faces = load_eval_faces(spec, split, max_faces=max_faces, progress=progress)
+    out = evaluate_model(model, faces, timing=timing, **kwargs)
+    out["split"] = "all" if spec.startswith("300w:") else split
+    out["faces_obj"] = faces
+    return out
+
+
+def report_json(result: dict) -> dict:
+    """The JSON-safe summary of an evaluation: NME, failure rates and AUC in **percent**."""
+    keys = ("model", "data", "split", "faces", "faces_without_nme", "scheme", "normaliser")
+    out = {k: result[k] for k in keys if k in result}
+    out.update({
+        "nme": round(100 * result["nme"], 4),
+        "nme_median": round(100 * result["nme_median"], 4),
+        "rmse_px96": round(result["rmse_px96"], 4),
+        "auc08": round(100 * result["auc08"], 4),
+        "fail08": round(100 * result["fail08"], 4),
+        "fail10": round(100 * result["fail10"], 4),
+    })
+    for k in ("ms_per_face", "latency_ms", "throughput_ips"):
+        if k in result:
+            out[k] = round(result[k], 4)
+    if "model_path" in result:
+        out["model_path"] = result["model_path"]
+    return out
+
+
+def results_table(results: dict[str, dict]) -> pd.DataFrame:
+    """One row per ``{label: evaluate result}``: faces, NME %, RMSE px, AUC@0.08 %, failure rates %."""
+    rows = {}
+    for label, r in results.items():
+        j = report_json(r)
+        rows[label] = {"faces": j["faces"], "NME %": j["nme"], "median NME %": j["nme_median"],
+                       "RMSE px (96²)": j["rmse_px96"], "AUC@0.08 %": j["auc08"], "failure >0.08 %": j["fail08"],
+                       "failure >0.10 %": j["fail10"]}
+    return pd.DataFrame(rows).T
