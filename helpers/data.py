@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import config
 from .schemes import SCHEME_15, SCHEME_68, Scheme

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import config
 from .schemes import Scheme, get_scheme
