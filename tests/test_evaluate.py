@@ -1,0 +1,104 @@
+"""helpers.evaluate on hand-computed cases, and `facekp evaluate --json`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import cli, config, evaluate, models
+from helpers.schemes import SCHEME_15
+
+from .support import face_68
+
+
+def _pair():
+    gt = face_68(96, 96, seed=1)[None].repeat(2, axis=0)
+    gt[:, 36], gt[:, 45] = (20.0, 40.0), (60.0, 40.0)         # outer eye corners 40 px apart
+    pred = gt.copy()
+    pred[0] += np.array([3.0, 4.0], np.float32)               # face 0: every point 5 px off
+    pred[1, :34] += np.array([0.0, 8.0], np.float32)          # face 1: half the points 8 px off
+    return pred, gt
+
+
+def test_nme_per_face_hand_computed():
+    pred, gt = _pair()
+    nme = evaluate.nme_per_face(pred, gt, "68")
+    np.testing.assert_allclose(nme, [5 / 40, (34 * 8 / 68) / 40], rtol=1e-6)
+
+
+def test_missing_points_are_skipped_and_undefined_faces_are_nan():
+    pred, gt = _pair()
+    gt[0, 10] = np.nan
+    pred[0, 10] += 100                                        # a huge error on a missing point is ignored
+    assert evaluate.nme_per_face(pred, gt, "68")[0] == pytest.approx(5 / 40)
+    gt[1, 36] = np.nan                                        # no normalising distance → NaN, not a number
+    assert np.isnan(evaluate.nme_per_face(pred, gt, "68")[1])
+
+
+def test_nme_15_points_normalises_by_eye_centres():
+    gt = np.full((1, 15, 2), 50.0)
+    gt[0, 0], gt[0, 1] = (70.0, 40.0), (30.0, 40.0)
+    pred = gt + [6.0, 8.0]
+    assert evaluate.nme_per_face(pred, gt, SCHEME_15)[0] == pytest.approx(10 / 40)
+
+
+def test_rmse_and_per_keypoint_error():
+    pred, gt = _pair()
+    # face 0: squared coordinate errors 9 and 16 on 68 points; face 1: 0 and 64 on 34 points, 0 elsewhere
+    expected = np.sqrt((68 * (9 + 16) + 34 * 64) / (2 * 68 * 2))
+    assert evaluate.rmse_px(pred, gt) == pytest.approx(expected)
+    per_kp = evaluate.per_keypoint_error(pred, gt, "68")
+    assert per_kp.shape == (68,)
+    assert per_kp[0] == pytest.approx((5 / 40 + 8 / 40) / 2)
+    assert per_kp[67] == pytest.approx((5 / 40 + 0) / 2)
+
+
+def test_ced_auc_and_failure_rate_hand_computed():
+    nme = np.array([0.0, 0.04, 0.08, 0.2, np.nan])            # NaN faces are left out
+    np.testing.assert_allclose(evaluate.ced(nme, [0.0, 0.04, 0.079, 0.08, 1.0]), [0.25, 0.5, 0.5, 0.75, 1.0])
+    # AUC of the step CED on [0, 0.08] / 0.08 = mean(max(0, 0.08 - nme)) / 0.08
+    assert evaluate.auc(nme, 0.08) == pytest.approx((0.08 + 0.04 + 0 + 0) / 4 / 0.08)
+    assert evaluate.failure_rate(nme, 0.08) == pytest.approx(0.25)     # exactly 0.08 is not a failure
+    assert evaluate.failure_rate(nme, 0.10) == pytest.approx(0.25)
+    assert evaluate.failure_rate(nme, 0.03) == pytest.approx(0.75)
+    assert evaluate.auc([0.0, 0.0], 0.08) == 1.0 and evaluate.auc([0.5], 0.08) == 0.0
+
+
+def test_metrics_reject_bad_input():
+    with pytest.raises(ValueError, match="N, K, 2"):
+        evaluate.nme_per_face(np.zeros((2, 68, 2)), np.zeros((2, 67, 2)), "68")
+    with pytest.raises(ValueError, match="no face"):
+        evaluate.auc([np.nan])
+    with pytest.raises(ValueError):
+        evaluate.predict_keypoints(models.lenet("68"), np.zeros((2, 64, 64), np.uint8))
+
+
+def test_keras_metric_and_evaluate_agree():
+    pred, gt = _pair()
+    from helpers.preprocess import normalise_keypoints
+
+    m = models.NME("68")
+    m.update_state(normalise_keypoints(gt).reshape(2, -1), normalise_keypoints(pred).reshape(2, -1))
+    assert float(m.result()) == pytest.approx(evaluate.nme_per_face(pred, gt, "68").mean(), rel=1e-4)
+
+
+def test_facekp_evaluate_json_on_a_tiny_300w_folder(tiny_300w, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    model_file = tmp_path / "tiny.keras"
+    models.compile_model(models.lenet("68"), "68").save(model_file)
+    code = cli.main(["evaluate", "--model", str(model_file), "--data", f"300w:{tiny_300w}", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["faces"] == 4
+    for key in ("nme", "rmse_px96", "auc08", "fail08", "fail10", "ms_per_face"):
+        assert isinstance(out[key], float) and np.isfinite(out[key]), key
+    assert 0 <= out["auc08"] <= 100 and 0 <= out["fail08"] <= 100 and out["fail10"] <= out["fail08"]
+    assert out["nme"] > 0 and out["ms_per_face"] > 0
+    # an untrained network must not look good: its NME is far above 8 %
+    assert out["fail08"] == 100.0
+
+
+def test_facekp_evaluate_reports_a_missing_model(tiny_300w, capsys):
+    assert cli.main(["evaluate", "--model", "nowhere.keras", "--data", f"300w:{tiny_300w}"]) == 1
+    assert "not found" in capsys.readouterr().err
