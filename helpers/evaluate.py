@@ -33,7 +33,8 @@ from .schemes import Scheme, get_scheme
 
 __all__ = ["predict_keypoints", "point_errors", "nme_per_face", "rmse_px", "per_keypoint_error", "ced",
            "auc", "failure_rate", "measure_speed", "evaluate_model", "evaluate", "report_json",
-           "results_table", "load_eval_faces", "CED_LIMIT", "FAIL_THRESHOLDS"]
+           "results_table", "load_eval_faces", "plot_ced", "plot_per_keypoint", "plot_examples", "CED_LIMIT",
+           "FAIL_THRESHOLDS"]
 
 CED_LIMIT = 0.08
 FAIL_THRESHOLDS = (0.08, 0.10)
@@ -264,3 +265,56 @@ def results_table(results: dict[str, dict]) -> pd.DataFrame:
                        "RMSE px (96²)": j["rmse_px96"], "AUC@0.08 %": j["auc08"], "failure >0.08 %": j["fail08"],
                        "failure >0.10 %": j["fail10"]}
     return pd.DataFrame(rows).T
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures of chapter 06 (and the validation views of 04 and 05)
+# ----------------------------------------------------------------------------------------------------------
+def plot_ced(results: dict[str, dict], limit: float = 0.10, ax=None):
+    """CED curves (NME on x, fraction of faces on y) of ``{label: evaluate result}``, AUC@0.08 in the legend."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.5))
+    x = np.linspace(0, limit, 401)
+    for label, r in results.items():
+        ax.plot(100 * x, 100 * ced(r["per_face"], x), label=f"{label} (AUC@0.08 {100 * r['auc08']:.1f} %)")
+    ax.axvline(100 * CED_LIMIT, color="grey", ls="--", lw=0.8)
+    ax.set(xlabel="NME (%)", ylabel="faces with NME ≤ x (%)", xlim=(0, 100 * limit), ylim=(0, 100))
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
+
+
+def plot_per_keypoint(results: dict[str, dict], scheme, ax=None):
+    """Grouped bars of each keypoint's mean normalised error (%) for ``{label: evaluate result}``."""
+    import matplotlib.pyplot as plt
+
+    scheme = get_scheme(scheme)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(16, 3.8))
+    k = scheme.num_keypoints
+    width = 0.8 / max(len(results), 1)
+    for i, (label, r) in enumerate(results.items()):
+        ax.bar(np.arange(k) + (i - (len(results) - 1) / 2) * width, 100 * r["per_keypoint"], width, label=label)
+    ax.set(xlabel="keypoint (iBUG index)" if k == 68 else "keypoint", ylabel="mean error / normaliser (%)",
+           xlim=(-1, k))
+    ax.set_xticks(np.arange(0, k, 1 if k <= 20 else 2))
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_examples(result: dict, faces: Faces, which: str = "worst", n: int = 6, cell: float = 2.4):
+    """Ground truth (sides coloured) and prediction (green crosses) on the ``best``/``worst`` faces, or on the
+    first ``n`` (``which="first"``). Titles give each face's NME."""
+    from .plots import face_grid
+
+    if which == "first":
+        idx = np.flatnonzero(np.isfinite(result["per_face"]))[:n]
+    elif which in ("best", "worst"):
+        idx = np.asarray(result[which][:n])
+    else:
+        raise ValueError("which must be 'best', 'worst' or 'first'")
+    titles = [f"NME {100 * result['per_face'][i]:.1f} %" for i in idx]
+    return face_grid(faces.images[idx], faces.keypoints[idx], faces.scheme, titles=titles, ncols=n, cell=cell,
+                     predictions=result["pred"][idx], size=8)

@@ -41,6 +41,7 @@ from .models import MODEL_NAMES, build_model, compile_model, count_params, save_
 from .preprocess import Faces
 
 __all__ = ["load_training_data", "train_model", "TrainResult", "publish", "export_model", "read_history",
+           "get_or_train", "ModelRecord", "plot_history",
            "TRAIN_SPECS", "VAL_SPEC"]
 
 TRAIN_SPECS = ("youtube-faces-68", "300w/helen-train")   # training splits of these (never AFW, never test)
@@ -360,3 +361,73 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# For the chapters: the committed model, or a training run
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class ModelRecord:
+    model: keras.Model
+    history: pd.DataFrame | None     # one row per epoch (None if the model came without its log)
+    summary: dict                    # what the run recorded (epochs, time, best validation NME, data)
+    source: str                      # "committed" or "trained"
+    path: Path
+
+
+def get_or_train(model_name: str, profile=None, train: bool = False, train_faces: Faces | None = None,
+                 val_faces: Faces | None = None, log=print) -> ModelRecord:
+    """The committed ``models/<name>.keras`` with its history, or — if ``train`` or none is committed — a
+    training run on the profile's data (``full``: ``models/runs/<name>``, resumable; other profiles:
+    ``models/runs/<name>-<profile>``). A training run never overwrites the committed model (see
+    :func:`publish`)."""
+    from .models import load_model, model_path
+
+    profile = profile or config.get_profile()
+    committed = model_path(model_name)
+    if committed.exists() and not train:
+        hist_path = config.MODELS_DIR / f"{model_name}_history.csv"
+        summ_path = config.MODELS_DIR / f"{model_name}_summary.json"
+        history = read_history(hist_path) if hist_path.exists() else None
+        summary = json.loads(summ_path.read_text()) if summ_path.exists() else {}
+        return ModelRecord(load_model(committed), history, summary, "committed", committed)
+    if train_faces is None or val_faces is None:
+        train_faces, val_faces = load_training_data(profile)
+    run_dir = config.RUNS_DIR / (model_name if profile.name == "full" else f"{model_name}-{profile.name}")
+    if log:
+        log(f"training {model_name} ({profile.name} profile) in {run_dir.relative_to(config.ROOT)}")
+    result = train_model(model_name, train_faces, val_faces, profile, run_dir, verbose=0,
+                         resume=profile.name == "full")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return ModelRecord(result.model, result.history, summary, "trained", run_dir / "best.keras")
+
+
+def plot_history(history: pd.DataFrame, title: str = ""):
+    """Training curves: masked loss, NME (%) and RMSE (px) of training and validation, and the learning rate.
+
+    Training values are averaged over each epoch's augmented batches (dropout on); validation values are
+    measured at the epoch's end on unaugmented faces. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if history is None or len(history) == 0:
+        raise ValueError("no training history to plot")
+    ep = history["epoch"] + 1
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    for ax, key, label, scale in ((axes[0], "loss", "masked loss", 1), (axes[1], "nme", "NME (%)", 100),
+                                  (axes[2], "rmse_px", "RMSE (px at 96²)", 1)):
+        ax.plot(ep, history[key] * scale, label="training (augmented)")
+        ax.plot(ep, history[f"val_{key}"] * scale, label="validation")
+        ax.set(xlabel="epoch", ylabel=label, yscale="log" if key == "loss" else "linear")
+        if key != "loss":
+            top = float(np.nanpercentile(np.r_[history[key], history[f"val_{key}"]] * scale, 90))
+            ax.set_ylim(0, max(top, 1e-6) * 1.1)
+        ax.legend()
+    best = int(history["val_nme"].idxmin())
+    axes[1].axvline(ep[best], color="grey", ls="--", lw=0.8)
+    axes[1].annotate(f"best {100 * history['val_nme'][best]:.2f} %", (ep[best], 100 * history["val_nme"][best]),
+                     xytext=(5, 10), textcoords="offset points", fontsize=9)
+    axes[3].plot(ep, history["lr"], color="black")
+    axes[3].set(xlabel="epoch", ylabel="learning rate", yscale="log")
+    fig.suptitle(title)
+    return fig
