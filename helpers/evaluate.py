@@ -33,7 +33,8 @@ from .schemes import Scheme, get_scheme
 
 __all__ = ["predict_keypoints", "point_errors", "nme_per_face", "rmse_px", "per_keypoint_error", "ced",
            "auc", "failure_rate", "measure_speed", "evaluate_model", "evaluate", "report_json",
-           "results_table", "load_eval_faces", "plot_ced", "plot_per_keypoint", "plot_examples", "CED_LIMIT",
+           "results_table", "load_eval_faces", "plot_ced", "plot_per_keypoint", "plot_examples", "plot_best_worst",
+           "CED_LIMIT",
            "FAIL_THRESHOLDS"]
 
 CED_LIMIT = 0.08
@@ -264,7 +265,9 @@ def results_table(results: dict[str, dict]) -> pd.DataFrame:
         rows[label] = {"faces": j["faces"], "NME %": j["nme"], "median NME %": j["nme_median"],
                        "RMSE px (96²)": j["rmse_px96"], "AUC@0.08 %": j["auc08"], "failure >0.08 %": j["fail08"],
                        "failure >0.10 %": j["fail10"]}
-    return pd.DataFrame(rows).T
+    table = pd.DataFrame(rows).T
+    table["faces"] = table["faces"].astype(int)
+    return table.round(2)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -315,6 +318,42 @@ def plot_examples(result: dict, faces: Faces, which: str = "worst", n: int = 6, 
         idx = np.asarray(result[which][:n])
     else:
         raise ValueError("which must be 'best', 'worst' or 'first'")
+    import warnings
+
     titles = [f"NME {100 * result['per_face'][i]:.1f} %" for i in idx]
-    return face_grid(faces.images[idx], faces.keypoints[idx], faces.scheme, titles=titles, ncols=n, cell=cell,
-                     predictions=result["pred"][idx], size=8)
+    with warnings.catch_warnings():          # matplotlib: edge colour of the unfilled 'x' markers
+        warnings.simplefilter("ignore", UserWarning)
+        return face_grid(faces.images[idx], faces.keypoints[idx], faces.scheme, titles=titles, ncols=n,
+                         cell=cell, predictions=result["pred"][idx], size=8)
+
+
+def plot_best_worst(results: dict[str, dict], faces: Faces, n: int = 6, cell: float = 2.1):
+    """One row of best and one row of worst faces per model of ``{label: evaluate result}`` (same faces).
+
+    Ground truth in the side colours, prediction as green crosses; titles give each face's NME.
+    """
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    from .plots import show_keypoints
+
+    rows = [(label, which) for label in results for which in ("best", "worst")]
+    fig, axes = plt.subplots(len(rows), n, figsize=(cell * n, cell * len(rows) + 0.3), squeeze=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for (label, which), row in zip(rows, axes):
+            r = results[label]
+            idx = list(r[which][:n])
+            for j, ax in enumerate(row):
+                ax.set_axis_off()
+                if j >= len(idx):
+                    continue
+                i = idx[j]
+                show_keypoints(ax, faces.images[i], faces.keypoints[i], faces.scheme, size=6)
+                show_keypoints(ax, None, r["pred"][i], None, lines=False, colour="#3cb44b", marker="x", size=8)
+                ax.set_title(f"NME {100 * r['per_face'][i]:.1f} %", fontsize=8)
+                ax.set_axis_off()
+            row[0].text(-0.08, 0.5, f"{label}\n{which}", transform=row[0].transAxes, ha="right", va="center",
+                        fontsize=9)
+    return fig
