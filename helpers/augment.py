@@ -201,6 +201,13 @@ def _check_keypoints(keypoints: np.ndarray, n: int | None = None, scheme: Scheme
     return kps
 
 
+def _check_float_scale(images: np.ndarray) -> None:
+    """Float images must be on the 0-1 scale: clipping 0-255 floats to [0, 1] would silently whiten them."""
+    if images.dtype == np.float32 and images.size and float(images.max()) > 1.0 + 1e-3:
+        raise ValueError(f"float32 images must be on the 0-1 scale (max {float(images.max()):.4g}); "
+                         "pass uint8 0-255 images or divide by 255")
+
+
 def _check_batch(images, keypoints, scheme) -> tuple[np.ndarray, np.ndarray]:
     images = _check_images(images)
     return images, _check_keypoints(keypoints, images.shape[0], scheme)
@@ -387,6 +394,7 @@ def _cutout_f(x: np.ndarray, boxes: np.ndarray, fill: np.ndarray) -> np.ndarray:
 
 def _photometric(images, fn, *args):
     images = _check_images(images)
+    _check_float_scale(images)
     out = fn(_to_float(images), *args)
     return _from_float(out, images.dtype)
 
@@ -506,9 +514,8 @@ class Augmenter:
         present = ~np.isnan(flipped).any(axis=-1)                             # (N, K)
         lo_frame = np.array([p.margin, p.margin])
         hi_frame = np.array([w - 1 - p.margin, h - 1 - p.margin])
-        with np.errstate(invalid="ignore"), _quiet_nan_warnings():
-            own_lo = np.nanmin(np.where(present[..., None], flipped, np.inf), axis=1)   # (N, 2)
-            own_hi = np.nanmax(np.where(present[..., None], flipped, -np.inf), axis=1)
+        own_lo = np.where(present[..., None], flipped, np.inf).min(axis=1)          # (N, 2); +inf: no points
+        own_hi = np.where(present[..., None], flipped, -np.inf).max(axis=1)
         bound_lo = np.minimum(lo_frame, own_lo)
         bound_hi = np.maximum(hi_frame, own_hi)
         centre = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
@@ -567,6 +574,7 @@ class Augmenter:
         if not isinstance(rng, np.random.Generator):
             raise TypeError("rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed))")
         images, kps = _check_batch(images, keypoints, self.scheme)
+        _check_float_scale(images)
         p = self.params
         n, h, w = images.shape
         geo = self.sample_geometry(kps, rng, size=(h, w))
@@ -609,20 +617,6 @@ class Augmenter:
             boxes = np.concatenate([np.floor(c - s / 2), np.ceil(c + s / 2)], axis=1).astype(np.int64)
             x[do_cut] = _cutout_f(x[do_cut], boxes, cut_fill[do_cut])
         return _from_float(x, images.dtype), out_kps
-
-
-class _quiet_nan_warnings:
-    """Context manager silencing numpy's 'All-NaN slice' RuntimeWarnings."""
-
-    def __enter__(self):
-        import warnings
-        self._cm = warnings.catch_warnings()
-        self._cm.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return self
-
-    def __exit__(self, *exc):
-        return self._cm.__exit__(*exc)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -725,6 +719,7 @@ def to_model_inputs(images: np.ndarray, keypoints: np.ndarray,
     images = _check_images(images)
     if images.shape[1:] != (size, size):
         raise ValueError(f"images must be (N, {size}, {size}), got {images.shape}")
+    _check_float_scale(images)
     kps = _check_keypoints(keypoints, images.shape[0])
     x = images.astype(np.float32) * np.float32(1 / 255) if images.dtype == np.uint8 else images.astype(np.float32)
     y = normalise_keypoints(kps, size=size).reshape(kps.shape[0], -1)

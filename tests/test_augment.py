@@ -307,6 +307,10 @@ def test_bad_inputs_raise_clear_errors():
         aug(images.astype(np.int16), kps, rng)
     with pytest.raises(TypeError, match="Generator"):
         aug(images, kps, 0)
+    with pytest.raises(ValueError, match="0-1 scale"):              # float 0-255 would be clipped to white
+        aug(images.astype(np.float32), kps, rng)
+    with pytest.raises(ValueError, match="0-1 scale"):
+        to_model_inputs(images.astype(np.float32), kps)
     with pytest.raises(ValueError, match="probability"):
         AugmentParams(flip_p=1.5)
     with pytest.raises(ValueError, match="low <= high"):
