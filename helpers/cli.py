@@ -84,8 +84,11 @@ def cmd_predict(args) -> int:
     if not inputs:
         print("error: no images found in " + ", ".join(args.paths), file=sys.stderr)
         return 1
-    params = detect.DetectorParams(scale_factor=args.scale_factor, min_neighbors=args.min_neighbors,
-                                   min_size=args.min_size, max_side=args.max_side or None)
+    overrides = {k: v for k, v in (("scale_factor", args.scale_factor), ("min_neighbors", args.min_neighbors),
+                                   ("min_size", args.min_size), ("max_side", args.max_side)) if v is not None}
+    if overrides.get("max_side") == 0:
+        overrides["max_side"] = None                                  # 0: detect at full size
+    params = detect.DetectorParams(**overrides)
     try:
         predictor = predict.Predictor(args.model, params,
                                       detect.UNCALIBRATED if args.no_calibration else None)
@@ -189,12 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions", help="folder for annotated images and JSON (default: "
                    "./predictions)")
     p.add_argument("--json", action="store_true", help="write <name>.json per image and print all results as JSON")
-    p.add_argument("--scale-factor", type=float, default=1.1, help="Haar cascade scaleFactor (default 1.1)")
-    p.add_argument("--min-neighbors", type=int, default=5, help="Haar cascade minNeighbors (default 5)")
-    p.add_argument("--min-size", type=float, default=0.1, help="smallest face as a fraction of the image's "
+    # detector defaults live in helpers.detect.DetectorParams; an option given here overrides one field
+    p.add_argument("--scale-factor", type=float, help="Haar cascade scaleFactor (default 1.1)")
+    p.add_argument("--min-neighbors", type=int, help="Haar cascade minNeighbors (default 5)")
+    p.add_argument("--min-size", type=float, help="smallest face as a fraction of the detection image's "
                    "shorter side (default 0.1)")
-    p.add_argument("--max-side", type=int, default=512, help="detect on a copy downscaled to this longer side "
-                   "(0: full size; default 512)")
+    p.add_argument("--max-side", type=int, help="detect on a copy downscaled to this longer side "
+                   "(0: full size; default 400)")
     p.add_argument("--no-calibration", action="store_true", help="crop the raw detector boxes (the seed's "
                    "framing; for comparison only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

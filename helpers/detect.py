@@ -176,7 +176,7 @@ class DetectorParams:
     scale_factor: float = 1.1
     min_neighbors: int = 5
     min_size: float = 0.1
-    max_side: int | None = 512
+    max_side: int | None = 400
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -217,32 +217,57 @@ def predict_image(image, model="lenet", params: detect.DetectorParams | None = N
 # --------------------------------------------------------------------------------------------------------------
 # A whole annotated data set: detector + keypoints, end to end
 # --------------------------------------------------------------------------------------------------------------
-def run_dataset(dataset, predictor: Predictor, min_iou: float = 0.3, progress: bool = True) -> dict:
+def run_dataset(dataset, predictor: Predictor, boxes=None, min_iou: float = 0.3, batch_size: int = 64,
+                progress: bool = True) -> dict:
     """Detector + keypoints on every image of a :class:`helpers.data.Dataset` (one annotated face each).
 
     The annotated face counts as *detected* when a detector box overlaps its landmark box with IoU ≥
-    ``min_iou``; its predicted keypoints come from that box. Returns ``detected`` (N,) bool, ``keypoints``
-    (N, K, 2) in image pixels (NaN where undetected), ``boxes`` (N, 4) (NaN where undetected), ``crops``
-    (N, 3) (-1 where undetected) and ``detect_ms`` (N,).
+    ``min_iou`` (:func:`helpers.detect.match_dataset`); its keypoints are predicted from that box through
+    ``predictor``'s calibration and model, the faces of all images batched. Pass ``boxes`` (N, 4) (NaN rows:
+    undetected), e.g. ``match_dataset(...)["detector"]``, to compare models or calibrations on one detection
+    run. Returns ``detected`` (N,) bool, ``boxes`` (N, 4), ``crops`` (N, 3) (-1 where undetected) and
+    ``keypoints`` (N, K, 2) in image pixels (NaN where undetected).
     """
-    from tqdm.auto import tqdm
-
-    n, k = len(dataset), predictor.scheme.num_keypoints
-    detected = np.zeros(n, dtype=bool)
+    if boxes is None:
+        boxes = detect.match_dataset(dataset, predictor.params, min_iou, progress)["detector"]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(len(dataset), 4)
+    detected = np.all(np.isfinite(boxes), axis=1)
+    n, k, size = len(dataset), predictor.scheme.num_keypoints, predictor.model.size
     keypoints = np.full((n, k, 2), np.nan, np.float32)
-    boxes = np.full((n, 4), np.nan, np.float32)
     crops = np.full((n, 3), -1, np.int64)
-    detect_ms = np.zeros(n)
-    for i in tqdm(range(n), desc=f"detect + keypoints on {dataset.name}", disable=not progress, leave=False):
-        gray = preprocess.to_gray(detect.as_rgb(dataset.images[i]))
-        t = time.perf_counter()
-        found = detect.detect_faces(gray, predictor.params)
-        detect_ms[i] = (time.perf_counter() - t) * 1e3
-        j = detect.match_box(found, preprocess.keypoint_box(dataset.keypoints[i]), min_iou)
-        if j < 0:
-            continue
-        detected[i] = True
-        boxes[i] = found[j]
-        crops[i] = predictor.calibration.crop(found[j])
-        keypoints[i] = predictor.model.predict_crops(gray, crops[i][None])[0]
-    return {"detected": detected, "keypoints": keypoints, "boxes": boxes, "crops": crops, "detect_ms": detect_ms}
+    idx = np.flatnonzero(detected)
+    for start in range(0, len(idx), batch_size):
+        part = idx[start:start + batch_size]
+        c = np.array([predictor.calibration.crop(boxes[i]) for i in part], dtype=np.int64)
+        faces = np.stack([preprocess.crop_face(dataset.images[i], ci, size) for i, ci in zip(part, c)])
+        keypoints[part] = preprocess.to_image_coords(predictor.model.predict_faces(faces), c, size)
+        crops[part] = c
+    return {"detected": detected, "boxes": boxes.astype(np.float32), "crops": crops, "keypoints": keypoints}
+
+
+def end_to_end_metrics(result: dict, keypoints_true: np.ndarray, scheme: Scheme | str,
+                       thresholds=None) -> dict:
+    """Detection rate and keypoint accuracy of :func:`run_dataset`'s ``result``, metrics by
+    :mod:`helpers.evaluate`.
+
+    ``nme_detected`` is the mean NME over the detected faces only; ``failure_rate_*`` counts an undetected face
+    as a failure (as well as a detected face with NME above the threshold) and ``auc_*`` gives it an NME of
+    infinity (area 0), so they describe the whole pipeline on every annotated face.
+    """
+    from . import evaluate
+
+    thresholds = thresholds or evaluate.FAIL_THRESHOLDS
+    detected = np.asarray(result["detected"], dtype=bool)
+    n = len(detected)
+    nme = evaluate.nme_per_face(result["keypoints"], keypoints_true, scheme)
+    nme_det = nme[detected & np.isfinite(nme)]
+    rate = float(detected.mean()) if n else float("nan")
+    out = {"faces": n, "detected": int(detected.sum()), "detection_rate": rate,
+           "nme_detected": float(np.mean(nme_det)) if len(nme_det) else float("nan"),
+           "nme_detected_median": float(np.median(nme_det)) if len(nme_det) else float("nan")}
+    for t in thresholds:
+        failed_detected = int(np.sum(nme_det > t))
+        out[f"failure_rate_{t:g}"] = (n - len(nme_det) + failed_detected) / n if n else float("nan")
+    out[f"auc_{evaluate.CED_LIMIT:g}"] = (evaluate.auc(nme_det) * len(nme_det) / n) if len(nme_det) else 0.0
+    out["nme_per_face"] = nme
+    return out

@@ -1,0 +1,142 @@
+"""Benchmark: how fast is a photograph → keypoints on this machine?
+
+Measures, in one run, median latencies (milliseconds) of
+
+1. **detection**: :func:`helpers.detect.detect_faces` (gray conversion, downscaled copy, Haar cascade, boxes
+   mapped back) on one portrait at 320 px and at 1024 px (longer side);
+2. **keypoints per face**: crop, resize, one compiled forward pass (:class:`helpers.predict.KeypointModel`),
+   mapped back to the image — for LeNet and ResNet-50, one face per call (the portrait case), and per face
+   when 8 faces share one call; next to it, for scale, Keras' ``model.predict`` on one face;
+3. **end to end** for the 320-px portrait with LeNet: :class:`helpers.predict.Predictor` on the decoded image
+   (gray conversion + detection + keypoints), and the same including reading the JPEG file.
+
+Targets (issue 6): keypoints ≤ 1 ms per face for LeNet and ≤ 10 ms for ResNet-50 on one image, detection +
+keypoints ≤ 36 ms end to end for a 320-px portrait.
+
+The portrait is ``obama_official_portrait.jpg`` from ``$FKP_DATA_DIR/portraits`` when present, else
+``skimage.data.astronaut()``. The models are ``helpers.models.load_model(name)`` (committed model, else the best
+checkpoint of its run); without one, an untrained network of the same architecture (same speed) is used and
+the output says so. Run from the project root (about a minute)::
+
+    FKP_DATA_DIR=../shared/data .venv/bin/python benchmarks/portrait.py
+
+The last line is machine-readable::
+
+    detect_ms_320=N lenet_ms_per_face=N resnet50_ms_per_face=N end_to_end_ms_320=N
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from helpers import config, detect, models, predict, preprocess  # noqa: E402
+
+
+def median_ms(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def portrait() -> tuple[np.ndarray, str]:
+    path = config.data_root() / "portraits" / "obama_official_portrait.jpg"
+    if path.exists():
+        return detect.read_photo(path), path.name
+    from skimage import data as skdata
+    return skdata.astronaut(), "skimage.data.astronaut()"
+
+
+def resize_longer(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    s = side / max(h, w)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+    return cv2.resize(image, (round(w * s), round(h * s)), interpolation=interp)
+
+
+def keypoint_model(name: str) -> tuple[predict.KeypointModel, str]:
+    try:
+        net = models.load_model(name, compile=False)
+        return predict.KeypointModel(net, name), getattr(net, "source_path", name)
+    except FileNotFoundError:
+        return predict.KeypointModel(models.build_model(name), name), "UNTRAINED stand-in (no trained model found)"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per measurement (default 50)")
+    args = parser.parse_args(argv)
+    r = args.repeats
+
+    image, source = portrait()
+    sizes = {320: resize_longer(image, 320), 1024: resize_longer(image, 1024)}
+    params = detect.DetectorParams()
+    cal = detect.load_calibration()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; keras "
+          f"{keras.__version__} ({keras.backend.backend()}), OpenCV {cv2.__version__}")
+    print(f"portrait: {source}; detector: {params}; calibration scale {cal.scale}, shift {cal.shift}")
+
+    results = {}
+    boxes = {}
+    for side, img in sizes.items():
+        boxes[side] = detect.detect_faces(img, params)
+        results[f"detect_ms_{side}"] = median_ms(lambda: detect.detect_faces(img, params), r)
+        print(f"detection   {img.shape[1]:>4}x{img.shape[0]:<4}: {results[f'detect_ms_{side}']:7.2f} ms, "
+              f"{len(boxes[side])} face(s)")
+    if len(boxes[320]) == 0:
+        print("error: no face found in the 320-px portrait", file=sys.stderr)
+        return 1
+
+    gray = {side: preprocess.to_gray(img) for side, img in sizes.items()}
+    for name in models.MODEL_NAMES:
+        km, origin = keypoint_model(name)
+        print(f"{name}: {origin}")
+        for side in sizes:
+            crops = detect.face_crops(boxes[side][:1], cal)
+            results[f"{name}_ms_{side}"] = median_ms(lambda: km.predict_crops(gray[side], crops), r)
+            print(f"  keypoints, 1 face of the {side}-px portrait: {results[f'{name}_ms_{side}']:7.2f} ms")
+        crops8 = np.repeat(detect.face_crops(boxes[1024][:1], cal), 8, axis=0)
+        per8 = median_ms(lambda: km.predict_crops(gray[1024], crops8), max(5, r // 4)) / 8
+        x1 = np.zeros((1, 96, 96, 1), np.float32)
+        keras_predict = median_ms(lambda: km.model.predict(x1, verbose=0), max(5, r // 5))
+        compiled = median_ms(lambda: km.forward(x1), r)
+        results[f"{name}_ms_per_face"] = results[f"{name}_ms_320"]
+        print(f"  per face with 8 faces in one call: {per8:7.2f} ms; forward pass alone {compiled:.2f} ms "
+              f"(compiled) vs {keras_predict:.2f} ms (model.predict)")
+        if name == "lenet":
+            pred = predict.Predictor(km, params, cal, keep_image=False)
+            results["end_to_end_ms_320"] = median_ms(lambda: pred(sizes[320]), r)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "portrait_320.jpg"
+                cv2.imwrite(str(path), cv2.cvtColor(sizes[320], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+                with_read = median_ms(lambda: pred(path), r)
+            print(f"  end to end, 320-px portrait (detect + keypoints): {results['end_to_end_ms_320']:7.2f} ms; "
+                  f"{with_read:.2f} ms including reading the JPEG")
+
+    targets = {"lenet_ms_per_face": 1.0, "resnet50_ms_per_face": 10.0, "end_to_end_ms_320": 36.0}
+    for key, limit in targets.items():
+        verdict = "met" if results[key] <= limit else "MISSED"
+        print(f"target {key} <= {limit:g}: {results[key]:.2f} ({verdict})")
+    print(" ".join(f"{k}={results[k]:.2f}" for k in ("detect_ms_320", "lenet_ms_per_face", "resnet50_ms_per_face",
+                                                        "end_to_end_ms_320")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
