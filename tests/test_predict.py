@@ -259,3 +259,35 @@ def test_cli_predict(tmp_path, const_model_file, astronaut, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["predict"])
     assert e.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a whole data set, end to end
+# ---------------------------------------------------------------------------------------------------------------
+def test_run_dataset_counts_undetected_faces_as_failures(const_model, face_kps):
+    from helpers.data import Dataset
+
+    n = 4
+    images = [np.zeros((300, 400, 3), np.uint8) for _ in range(n)]
+    gt = np.stack([face_kps + [5.0 * i, 0.0] for i in range(n)]).astype(np.float32)
+    ds = Dataset("synthetic", images, gt, np.array([f"f{i}" for i in range(n)]), np.array([f"p{i}" for i in range(n)]),
+                 SCHEME_68, "tests")
+    boxes = np.array([preprocess.keypoint_box(k) for k in gt], dtype=np.float64)
+    boxes[3] = np.nan                                                       # the detector missed face 3
+    pred = predict.Predictor(const_model, calibration=detect.Calibration(preprocess.CROP_SCALE, (0.0, 0.0)))
+    res = predict.run_dataset(ds, pred, boxes=boxes, batch_size=2, progress=False)
+    assert res["detected"].tolist() == [True, True, True, False]
+    np.testing.assert_allclose(res["keypoints"][:3], gt[:3], atol=1e-3)   # the constant model is exact here
+    assert np.all(np.isnan(res["keypoints"][3])) and res["crops"][3].tolist() == [-1, -1, -1]
+    m = predict.end_to_end_metrics(res, gt, SCHEME_68)
+    assert m["detection_rate"] == 0.75 and m["nme_detected"] < 1e-4
+    assert m["failure_rate_0.08"] == 0.25 and m["failure_rate_0.1"] == 0.25     # only the undetected face fails
+    assert m["auc_0.08"] == pytest.approx(0.75, abs=1e-3)
+
+
+def test_model_files_load_once(const_model_file, tmp_path):
+    a = predict.load_keypoint_model(const_model_file)
+    assert predict.load_keypoint_model(str(const_model_file)) is a and a.scheme is SCHEME_68
+    (tmp_path / "weights.h5").write_bytes(b"not a keras archive")
+    with pytest.raises(ValueError, match=".keras"):
+        predict.load_keypoint_model(tmp_path / "weights.h5")
