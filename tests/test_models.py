@@ -140,7 +140,7 @@ def test_save_and_load_round_trip_in_safe_mode(tmp_path):
     faces = _tiny_faces(4)
     model = models.compile_model(models.lenet("68"), "68")
     x = faces.images[..., None].astype(np.float32) / 255
-    model.set_weights([w + 0.01 for w in model.get_weights()])  # not the initial weights (no optimizer state)
+    model.set_weights([w * 1.01 for w in model.get_weights()])  # not the initial weights (no optimizer state)
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)      # no custom_objects: registered classes
@@ -151,7 +151,7 @@ def test_save_and_load_round_trip_in_safe_mode(tmp_path):
     assert half.stat().st_size < 0.7 * path.stat().st_size
     h = models.load_model(half)
     assert h.weights[0].dtype == "float32"
-    np.testing.assert_allclose(h.predict_on_batch(x), model.predict_on_batch(x), atol=5e-3)
+    np.testing.assert_allclose(h.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-2, atol=5e-3)
 
 
 def test_load_model_errors_are_clear(tmp_path, monkeypatch):
