@@ -252,8 +252,13 @@ def load_model(name_or_path, compile: bool = True) -> keras.Model:
 
     The returned model always computes in float32, also when its file stores half-precision weights.
     """
+    import warnings
+
     path = _resolve(name_or_path)
-    model = keras.models.load_model(path, compile=compile, safe_mode=True)
+    with warnings.catch_warnings():
+        # exported models carry a fresh, unbuilt optimizer (no state): nothing to restore, nothing lost
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = keras.models.load_model(path, compile=compile, safe_mode=True)
     model.source_path = str(path)
     return model
 
