@@ -16,7 +16,7 @@ Measures, in one run on this machine:
 Targets (issue 4): the pipeline on **one** core delivers ≥ 20× the rate of the model it feeds, and costs ≤ 10 %
 of a training step when both run together.
 
-Run from the project root: ``.venv/bin/python benchmarks/augment.py`` (about 2-3 minutes on 2 busy CPU cores).
+Run from the project root: ``.venv/bin/python benchmarks/augment.py`` (about 3 minutes on 2 busy CPU cores).
 The last line is machine-readable::
 
     augment_img_per_s=N lenet_train_img_per_s=N resnet50_train_img_per_s=N ratio_vs_lenet=N
