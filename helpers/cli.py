@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-factor", type=float, help="Haar cascade scaleFactor (default 1.1)")
     p.add_argument("--min-neighbors", type=int, help="Haar cascade minNeighbors (default 5)")
     p.add_argument("--min-size", type=float, help="smallest face as a fraction of the detection image's "
-                   "shorter side (default 0.1)")
+                   "shorter side (default 0.15; lower it for small faces in group photos)")
     p.add_argument("--max-side", type=int, help="detect on a copy downscaled to this longer side "
                    "(0: full size; default 400)")
     p.add_argument("--no-calibration", action="store_true", help="crop the raw detector boxes (the seed's "

@@ -175,7 +175,7 @@ class DetectorParams:
     cascade: str = DEFAULT_CASCADE
     scale_factor: float = 1.1
     min_neighbors: int = 5
-    min_size: float = 0.1
+    min_size: float = 0.15
     max_side: int | None = 400
 
     def as_dict(self) -> dict:

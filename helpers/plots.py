@@ -121,7 +121,8 @@ def draw_keypoints_cv(image, keypoints, scheme: Scheme | None = None, boxes=None
     ``keypoints`` (K, 2) or (N, K, 2) in image pixels (NaN points are skipped); ``scheme`` adds the outline
     (jaw, brows, eyes, nose, lips) as lines, coloured by side like :data:`SIDE_COLOURS` (a segment joining two
     sides takes the midline colour); ``boxes`` (N, 4) = (x0, y0, x1, y1) are drawn as rectangles. Marker
-    radius and line thickness scale with the image (about 1/250 and 1/500 of its longer side).
+    radius and line thickness scale with the image (about 1/250 and 1/500 of its longer side), and never
+    exceed what suits each face (1/40 and 1/120 of its keypoints' extent), so small faces stay readable.
     """
     import cv2
 
@@ -132,29 +133,31 @@ def draw_keypoints_cv(image, keypoints, scheme: Scheme | None = None, boxes=None
         raise ValueError(f"draw_keypoints_cv expects an RGB(A) or gray uint8 image, got {img.dtype} {img.shape}")
     out = np.ascontiguousarray(img[..., :3]).copy()
     extent = max(out.shape[:2])
-    radius = radius or max(1, int(round(extent / 250)))
-    thickness = thickness or max(1, int(round(extent / 500)))
     colours = {s: _hex_to_rgb(c) for s, c in SIDE_COLOURS.items()}
     shift = 4                                     # sub-pixel precision for OpenCV drawing: 1/16 pixel
     fix = lambda p: (int(round(p[0] * 16)), int(round(p[1] * 16)))
     if boxes is not None:
         for b in np.asarray(boxes, dtype=float).reshape(-1, 4):
             if np.all(np.isfinite(b)):
-                cv2.rectangle(out, fix(b[:2]), fix(b[2:]), _hex_to_rgb(BOX_COLOUR), thickness + 1, cv2.LINE_AA,
-                              shift)
+                t = thickness or max(1, int(round(min(extent / 500, (b[2] - b[0]) / 120))))
+                cv2.rectangle(out, fix(b[:2]), fix(b[2:]), _hex_to_rgb(BOX_COLOUR), t + 1, cv2.LINE_AA, shift)
     kps = np.asarray(keypoints, dtype=float)
     if kps.size == 0:
         return out
     kps = kps.reshape(-1, kps.shape[-2], 2)
     sides = scheme.sides if scheme is not None else np.ones(kps.shape[1], dtype=int)
     for kp in kps:
+        ok = np.all(np.isfinite(kp), axis=1)
+        face = float(np.ptp(kp[ok], axis=0).max()) if ok.sum() > 1 else float(extent)
+        r = radius or max(1, int(round(min(extent / 250, face / 40))))
+        t = thickness or max(1, int(round(min(extent / 500, face / 120))))
         if scheme is not None and lines:
             for a, b in scheme.edges:
-                if np.all(np.isfinite(kp[[a, b]])):
+                if ok[a] and ok[b]:
                     side = sides[a] if sides[a] == sides[b] else 0
-                    cv2.line(out, fix(kp[a]), fix(kp[b]), colours[side], thickness, cv2.LINE_AA, shift)
-        for (x, y), side in zip(kp, sides):
-            if np.isfinite(x) and np.isfinite(y):
-                cv2.circle(out, fix((x, y)), radius * 16, colours[side], -1, cv2.LINE_AA, shift)
-                cv2.circle(out, fix((x, y)), radius * 16, (0, 0, 0), 1, cv2.LINE_AA, shift)
+                    cv2.line(out, fix(kp[a]), fix(kp[b]), colours[side], t, cv2.LINE_AA, shift)
+        for (x, y), side, good in zip(kp, sides, ok):
+            if good:
+                cv2.circle(out, fix((x, y)), r * 16, colours[side], -1, cv2.LINE_AA, shift)
+                cv2.circle(out, fix((x, y)), r * 16, (0, 0, 0), 1, cv2.LINE_AA, shift)
     return out
