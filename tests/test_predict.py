@@ -119,6 +119,16 @@ def test_predict_crops_matches_manual_pipeline(astronaut):
     assert model.predict_crops(gray, np.zeros((0, 3))).shape == (0, 68, 2)
 
 
+def test_padded_batches_give_each_face_its_own_answer():
+    model = predict.KeypointModel(centroid_model())
+    rng = np.random.default_rng(3)
+    faces = rng.integers(0, 256, (70, S, S), dtype=np.uint8)            # 64 + 6: two chunks, the last padded
+    together = model.predict_faces(faces)
+    assert together.shape == (70, 68, 2)
+    alone = np.stack([model.predict_faces(f[None])[0] for f in faces[[0, 5, 63, 64, 69]]])
+    np.testing.assert_allclose(together[[0, 5, 63, 64, 69]], alone, atol=1e-4)
+
+
 def test_wrong_model_contract_is_a_clear_error():
     bad = keras.Sequential([keras.Input((S, S, 1)), keras.layers.Flatten(), keras.layers.Dense(7)])
     with pytest.raises(ValueError, match="136"):
