@@ -338,6 +338,8 @@ def main(argv=None) -> int:
 
     profile = config.get_profile(args.profile)
     run_dir = Path(args.run_dir or config.RUNS_DIR / args.model)
+    if args.restart and run_dir.exists():
+        shutil.rmtree(run_dir)               # before the log file is opened in it
     run_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(run_dir / "train.log", "a", buffering=1)
 
