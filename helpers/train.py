@@ -166,7 +166,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                 epochs: int | None = None, learning_rate: float = 1e-3, loss: str = "mae", augment: bool = True,
                 seed: int = config.DEFAULT_SEED, max_minutes: float | None = None, deadline: float | None = None,
                 resume: bool = True, verbose: int | str = "auto", log=None, steps_per_execution: int = 1,
-                workers: int = 1) -> TrainResult:
+                workers: int = 1, model_kwargs: dict | None = None) -> TrainResult:
     """Train ``lenet`` or ``resnet50`` on ``train_faces`` (augmented on the fly), selecting on ``val_faces``.
 
     Args:
@@ -180,6 +180,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
             run's first start / this UNIX time (whichever is earlier). The best checkpoint is kept.
         resume: continue from ``run_dir/backup`` if it exists; ``False`` starts afresh (deleting the run).
         log: a function taking one string per epoch (the CLI writes to ``train.log``).
+        model_kwargs: passed to the architecture (e.g. ``{"dropout": 0.1}``).
     """
     from .augment import make_sequences
 
@@ -211,14 +212,14 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     state.update(model=model_name, epochs=epochs, profile=profile.name, learning_rate=learning_rate, loss=loss,
                  augment=augment, seed=seed, train_faces=len(train_faces), val_faces=len(val_faces),
                  train_source=train_faces.source, val_source=val_faces.source,
-                 batch_size=profile.batch_size, patience=profile.patience)
+                 batch_size=profile.batch_size, patience=profile.patience, model_kwargs=model_kwargs or {})
     state_path.write_text(json.dumps(state, indent=2))
 
     keras.utils.set_random_seed(seed)
     scheme = train_faces.scheme
     train_seq, val_seq = make_sequences(train_faces, val_faces, batch_size=profile.batch_size, augment=augment,
                                         seed=seed, workers=workers)
-    model = build_model(model_name, scheme)
+    model = build_model(model_name, scheme, **(model_kwargs or {}))
     compile_model(model, scheme, learning_rate=learning_rate, loss=loss, steps_per_execution=steps_per_execution)
 
     time_limit = TimeLimit(state["deadline"])
@@ -250,6 +251,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                "epochs_run": result.epochs, "best_epoch": result.best_epoch, "best_val_nme": result.best_val_nme,
                "train_seconds": result.seconds, "stopped_by": stopped_by, "params": count_params(best),
                "train_faces": len(train_faces), "val_faces": len(val_faces), "train_source": train_faces.source,
+               "model_kwargs": model_kwargs or {},
                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
@@ -334,6 +336,8 @@ def main(argv=None) -> int:
     parser.add_argument("--restart", action="store_true", help="discard the run's backup and start afresh")
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
+    parser.add_argument("--dropout", type=float, default=None, help="dropout before the output layer "
+                        "(default: the architecture's)")
     args = parser.parse_args(argv)
 
     profile = config.get_profile(args.profile)
@@ -355,7 +359,8 @@ def main(argv=None) -> int:
     result = train_model(args.model, train_faces, val_faces, profile, run_dir, epochs=args.epochs,
                          learning_rate=args.lr, loss=args.loss, augment=not args.no_augment, seed=args.seed,
                          max_minutes=args.max_minutes, deadline=_parse_deadline(args.deadline),
-                         resume=not args.restart, verbose=0, log=log)
+                         resume=not args.restart, verbose=0, log=log,
+                         model_kwargs=None if args.dropout is None else {"dropout": args.dropout})
     log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} done: {result.epochs} epochs, {result.seconds:.0f} s, "
         f"best epoch {result.best_epoch} val NME {100 * result.best_val_nme:.2f} %, stopped by {result.stopped_by}")
     return 0
