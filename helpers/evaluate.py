@@ -141,9 +141,14 @@ def predict_keypoints(model, images, batch_size: int = 64) -> np.ndarray:
         raise ValueError("no images to predict")
     x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
     model = _as_model(model)
+    n = len(x)
+    batch_size = min(batch_size, n)
+    pad = (-n) % batch_size                  # one batch shape for every call: no re-tracing for the last batch
+    if pad:
+        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
     out = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size, ..., None]))
-                          for i in range(0, len(x), batch_size)])
-    return denormalise_keypoints(out.reshape(len(x), -1, 2), size=config.IMAGE_SIZE)
+                          for i in range(0, len(x), batch_size)])[:n]
+    return denormalise_keypoints(out.reshape(n, -1, 2), size=config.IMAGE_SIZE)
 
 
 def measure_speed(model, repeats: int = 20, batch_size: int = 64) -> dict:
