@@ -76,7 +76,7 @@ def _predict_inputs(paths) -> list:
 def cmd_predict(args) -> int:
     from pathlib import Path
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from . import detect, plots, predict
 

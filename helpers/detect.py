@@ -310,7 +310,7 @@ def match_dataset(dataset, params: DetectorParams | None = None, min_iou: float 
     Returns arrays: ``detector`` (N, 4) matched detector boxes (NaN where none matched), ``landmark`` (N, 4)
     landmark boxes, ``detections`` (N,) the number of boxes found, ``seconds`` (N,) detection time.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     n = len(dataset)
     det = np.full((n, 4), np.nan)
