@@ -358,6 +358,8 @@ def plot_best_worst(results: dict[str, dict], faces: Faces, n: int = 6, cell: fl
                 show_keypoints(ax, faces.images[i], faces.keypoints[i], faces.scheme, size=6)
                 show_keypoints(ax, None, r["pred"][i], None, lines=False, colour="#3cb44b", marker="x", size=8)
                 ax.set_title(f"NME {100 * r['per_face'][i]:.1f} %", fontsize=8)
+                h, w = faces.images[i].shape[:2]
+                ax.set(xlim=(-0.5, w - 0.5), ylim=(h - 0.5, -0.5))     # points outside the crop are cut off
                 ax.set_axis_off()
             row[0].text(-0.08, 0.5, f"{label}\n{which}", transform=row[0].transAxes, ha="right", va="center",
                         fontsize=9)
