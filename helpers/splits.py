@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -111,9 +112,15 @@ def load_faces(spec: str, split: str | None = None, max_faces: int | None = None
         faces.source = spec
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.stem + ".tmp.npz")
-            faces.save(tmp)
-            tmp.replace(path)
+            # a private temporary name, then an atomic rename: concurrent builders never collide
+            fd, tmp = tempfile.mkstemp(suffix=".npz", prefix=path.stem + ".", dir=path.parent)
+            os.close(fd)
+            try:
+                faces.save(tmp)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
     if split is None:
         return faces
     return faces.subset(split_of(faces, seed) == split)

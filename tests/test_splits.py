@@ -73,3 +73,23 @@ def test_real_youtube_split_is_identity_disjoint():
     table = splits.split_table(by_split)
     assert table["faces"].sum() == 4301 and table["people"].sum() == 416
     assert table.attrs["people_in_two_splits"] == 0
+
+
+def test_cache_writes_do_not_collide(tiny_youtube, monkeypatch, tmp_path):
+    """Two processes building the same cache at once must both succeed (each writes its own temporary)."""
+    import multiprocessing as mp
+
+    monkeypatch.setenv("FKP_DATA_DIR", str(tiny_youtube))
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:
+        sizes = pool.starmap(_build_faces, [(str(tmp_path / "cache"),)] * 4)
+    assert sizes == [6] * 4
+    assert [p.name.count(".") for p in (tmp_path / "cache").iterdir()] == [1]      # one .npz, no leftovers
+
+
+def _build_faces(cache_dir):
+    from pathlib import Path
+
+    config.CACHE_DIR = Path(cache_dir)
+    return len(splits.load_faces("youtube-faces-68", progress=False))
