@@ -309,6 +309,18 @@ def affine_matrix(angle_deg=0.0, scale=1.0, shift=(0.0, 0.0), flip=False, size=c
     return m
 
 
+def _check_matrices(matrices, n: int, what: str) -> np.ndarray:
+    """(N, 2, 3) float64 matrices for ``n`` items; one (2, 3) matrix is shared by all."""
+    m = np.asarray(matrices, dtype=np.float64)
+    if m.shape[-2:] != (2, 3) or m.ndim not in (2, 3):
+        raise ValueError(f"matrices must have shape (N, 2, 3) or (2, 3), got {m.shape}")
+    if m.ndim == 2:
+        m = np.broadcast_to(m, (n, 2, 3))
+    if m.shape[0] != n:
+        raise ValueError(f"{m.shape[0]} matrices for {n} {what}")
+    return m
+
+
 def transform_keypoints(keypoints: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """Apply (N, 2, 3) (or one (2, 3)) affine matrices to (N, K, 2) keypoints; NaN stays NaN.
 
@@ -316,13 +328,7 @@ def transform_keypoints(keypoints: np.ndarray, matrices: np.ndarray) -> np.ndarr
     ``flip_permutation`` (as :func:`hflip` and :class:`Augmenter` do).
     """
     kps = _check_keypoints(keypoints)
-    m = np.asarray(matrices, dtype=np.float64)
-    if m.shape[-2:] != (2, 3):
-        raise ValueError(f"matrices must have shape (N, 2, 3) or (2, 3), got {m.shape}")
-    if m.ndim == 2:
-        m = np.broadcast_to(m, (kps.shape[0], 2, 3))
-    if m.shape[0] != kps.shape[0]:
-        raise ValueError(f"{m.shape[0]} matrices for {kps.shape[0]} keypoint sets")
+    m = _check_matrices(matrices, kps.shape[0], "keypoint sets")
     out = np.einsum("nij,nkj->nki", m[:, :, :2], kps.astype(np.float64)) + m[:, None, :, 2]
     return out.astype(np.float32)
 
@@ -339,13 +345,7 @@ def warp(images: np.ndarray, matrices: np.ndarray, border: str = "replicate", bo
         interpolation: ``"linear"``, ``"cubic"`` or ``"nearest"``.
     """
     images = _check_images(images)
-    m = np.asarray(matrices, dtype=np.float64)
-    if m.shape[-2:] != (2, 3):
-        raise ValueError(f"matrices must have shape (N, 2, 3) or (2, 3), got {m.shape}")
-    if m.ndim == 2:
-        m = np.broadcast_to(m, (images.shape[0], 2, 3))
-    if m.shape[0] != images.shape[0]:
-        raise ValueError(f"{m.shape[0]} matrices for {images.shape[0]} images")
+    m = _check_matrices(matrices, images.shape[0], "images")
     if border not in _BORDERS or interpolation not in _INTERPOLATIONS:
         raise ValueError(f"border must be in {sorted(_BORDERS)}, interpolation in {sorted(_INTERPOLATIONS)}")
     h, w = images.shape[1:]
