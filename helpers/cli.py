@@ -5,6 +5,7 @@
                                          faces and keypoints of photographs, annotated images, JSON
     facekp evaluate --model NAME_OR_PATH --data SPEC [--split test] [--json]
                                          NME, RMSE, AUC@0.08, failure rates and speed of a model
+    facekp download NAME [--url URL]     fetch a data set into the data root (checksum-verified)
 """
 from __future__ import annotations
 
