@@ -230,7 +230,8 @@ def model_path(name: str) -> Path:
     return config.MODELS_DIR / f"{name}.keras"
 
 
-def _resolve(name_or_path) -> Path:
+def resolve_model_path(name_or_path) -> Path:
+    """The ``.keras`` file behind a model name (committed file, else its run's best checkpoint) or a path."""
     p = Path(str(name_or_path)).expanduser()
     if str(name_or_path) in MODEL_NAMES:
         committed = model_path(str(name_or_path))
@@ -257,7 +258,7 @@ def load_model(name_or_path, compile: bool = True) -> keras.Model:
     """
     import warnings
 
-    path = _resolve(name_or_path)
+    path = resolve_model_path(name_or_path)
     with warnings.catch_warnings():
         # exported models carry a fresh, unbuilt optimizer (no state): nothing to restore, nothing lost
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

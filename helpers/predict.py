@@ -140,9 +140,7 @@ def load_keypoint_model(model="lenet", warm_up: bool = True) -> KeypointModel:
         return KeypointModel(model, warm_up=warm_up)
     from . import models
 
-    path = models._resolve(model) if str(model) in models.MODEL_NAMES else Path(model).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"model file not found: {path}")
+    path = models.resolve_model_path(model)
     key = (str(path.resolve()), path.stat().st_mtime_ns)
     if key not in _MODEL_CACHE:
         net = models.load_model(path, compile=False)
