@@ -1,10 +1,12 @@
 """``facekp``: the project's command line. Thin: it parses arguments and calls the modules that do the work.
 
     facekp data [NAME] [--json]          data sets found, faces, people, keypoints, split sizes
-    facekp predict PATH... [--model lenet|resnet50|FILE] [--out DIR] [--json]
+    facekp predict PATH... [--model lenet|resnet50|FILE] [--runtime auto] [--out DIR] [--json]
                                          faces and keypoints of photographs, annotated images, JSON
-    facekp evaluate --model NAME_OR_PATH --data SPEC [--split test] [--json]
+    facekp evaluate --model NAME_OR_PATH --data SPEC [--split test] [--runtime keras] [--json]
                                          NME, RMSE, AUC@0.08, failure rates and speed of a model
+    facekp export NAME_OR_PATH [--max-faces 256]
+                                         quantize a model to int8 ONNX (<name>.int8.onnx) for fast inference
     facekp download NAME [--url URL]     fetch a data set into the data root (checksum-verified)
 """
 from __future__ import annotations
@@ -92,7 +94,7 @@ def cmd_predict(args) -> int:
     params = detect.DetectorParams(**overrides)
     try:
         predictor = predict.Predictor(args.model, params,
-                                      detect.UNCALIBRATED if args.no_calibration else None)
+                                      detect.UNCALIBRATED if args.no_calibration else None, runtime=args.runtime)
     except (FileNotFoundError, ValueError, OSError) as e:
         print(f"error: cannot load model {args.model!r}: {e}", file=sys.stderr)
         return 1
@@ -124,7 +126,8 @@ def cmd_predict(args) -> int:
         if not args.json and not args.quiet:
             tqdm.write(f"{path}: {len(pred)} face(s), {pred.timings['total']:.0f} ms -> {out_path}")
     if args.json:
-        print(json.dumps({"model": predictor.model.name, "images": results, "failed": failed}, indent=2))
+        print(json.dumps({"model": predictor.model.name, "runtime": predictor.model.runtime, "images": results,
+                          "failed": failed}, indent=2))
     else:
         print(f"{len(results)} image(s) done, {sum(r['num_faces'] for r in results)} face(s); "
               f"{len(failed)} failed; outputs in {out_dir}", file=sys.stderr)
@@ -139,16 +142,15 @@ def cv2_imencode(suffix: str, rgb):
 
 def cmd_evaluate(args) -> int:
     from . import data, evaluate
-    from .models import load_model
 
     try:
-        model = load_model(args.model)
+        model = evaluate.keypoint_model(args.model, args.runtime)
         result = evaluate.evaluate(model, args.data, split=args.split, max_faces=args.max_faces,
                                    timing=not args.no_timing, progress=not args.json)
     except (FileNotFoundError, ValueError, OSError, data.DatasetNotFoundError, data.DataFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    result["model_path"] = getattr(model, "source_path", args.model)
+    result["model_path"] = getattr(model.model, "source_path", args.model)
     report = evaluate.report_json(result)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -161,6 +163,18 @@ def cmd_evaluate(args) -> int:
         if "ms_per_face" in report:
             print(f"  speed: {report['latency_ms']:.1f} ms for one face, {report['throughput_ips']:.0f} faces/s "
                   f"in batches ({report['ms_per_face']:.2f} ms/face)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from . import data, export
+
+    try:
+        path = export.export_int8(args.model, max_faces=args.max_faces)
+    except (FileNotFoundError, ValueError, OSError, NotImplementedError, data.DatasetNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: int8 model written to {path}")
     return 0
 
 
@@ -202,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0: full size; default 400)")
     p.add_argument("--no-calibration", action="store_true", help="crop the raw detector boxes (the seed's "
                    "framing; for comparison only)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx", "int8"],
+                   help="forward pass: auto (int8 export when present, else Keras; default), keras, onnx, int8")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
@@ -213,8 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: test; ignored for 300w:PATH)")
     p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces")
     p.add_argument("--no-timing", action="store_true", help="skip the speed measurement")
+    p.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "int8"],
+                   help="forward pass: the Keras graph (default), its ONNX export, the int8 export, or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object (NME, failure rates, AUC in %%)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="quantize a trained model to int8 ONNX for fast CPU inference")
+    p.add_argument("model", help="lenet, resnet50 or a .keras file")
+    p.add_argument("--max-faces", type=int, default=256, help="training faces used to calibrate the int8 "
+                   "ranges (default 256)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("download", help="fetch a data set into the data root (FKP_DATA_DIR or data/)")
     p.add_argument("name", choices=["youtube-faces-68", "kaggle", "300w"])

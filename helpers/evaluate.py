@@ -125,14 +125,16 @@ def failure_rate(nme, threshold: float = 0.08) -> float:
 # ----------------------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------------------
-def _as_model(model):
-    if isinstance(model, (str, Path)):
-        from .models import load_model
-        return load_model(model)
-    return model
+def keypoint_model(model, runtime: str = "keras"):
+    """A :class:`helpers.predict.KeypointModel` (compiled or exported forward pass) from a name, a ``.keras``
+    path, a Keras model or a ``KeypointModel`` (returned as it is). ``runtime``: see
+    :func:`helpers.predict.load_keypoint_model`; evaluation defaults to the Keras graph itself."""
+    from .predict import load_keypoint_model
+
+    return load_keypoint_model(model, warm_up=False, runtime=runtime)
 
 
-def predict_keypoints(model, images, batch_size: int = 64) -> np.ndarray:
+def predict_keypoints(model, images, batch_size: int = 64, runtime: str = "keras") -> np.ndarray:
     """(N, K, 2) keypoints in pixels of the 96² crops from (N, 96, 96) uint8 (or float 0-1) images."""
     images = np.asarray(images)
     if images.ndim != 3 or images.shape[1:] != (config.IMAGE_SIZE, config.IMAGE_SIZE):
@@ -140,50 +142,47 @@ def predict_keypoints(model, images, batch_size: int = 64) -> np.ndarray:
     if len(images) == 0:
         raise ValueError("no images to predict")
     x = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    model = _as_model(model)
-    n = len(x)
-    batch_size = min(batch_size, n)
-    pad = (-n) % batch_size                  # one batch shape for every call: no re-tracing for the last batch
-    if pad:
-        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-    out = np.concatenate([np.asarray(model.predict_on_batch(x[i:i + batch_size, ..., None]))
-                          for i in range(0, len(x), batch_size)])[:n]
-    return denormalise_keypoints(out.reshape(n, -1, 2), size=config.IMAGE_SIZE)
+    km = keypoint_model(model, runtime)
+    out = np.concatenate([km.forward(x[i:i + batch_size, ..., None]) for i in range(0, len(x), batch_size)])
+    return denormalise_keypoints(out.reshape(len(x), -1, 2), size=config.IMAGE_SIZE)
 
 
-def measure_speed(model, repeats: int = 20, batch_size: int = 64) -> dict:
+def measure_speed(model, repeats: int = 20, batch_size: int = 64, runtime: str = "keras") -> dict:
     """1-image latency (median ms over ``repeats`` calls) and batch throughput (images/s, batches of
-    ``batch_size``), on random inputs after a warm-up call."""
-    model = _as_model(model)
+    ``batch_size``) of the model's forward pass (:class:`helpers.predict.KeypointModel`: compiled or exported,
+    no ``model.predict`` overhead), on random inputs after a warm-up call."""
+    km = keypoint_model(model, runtime)
     rng = np.random.default_rng(0)
     one = rng.random((1, config.IMAGE_SIZE, config.IMAGE_SIZE, 1), dtype=np.float32)
     batch = rng.random((batch_size, config.IMAGE_SIZE, config.IMAGE_SIZE, 1), dtype=np.float32)
-    model.predict_on_batch(one)
+    km.forward(one)
     times = []
     for _ in range(max(repeats, 1)):
         t = time.perf_counter()
-        model.predict_on_batch(one)
+        km.forward(one)
         times.append(time.perf_counter() - t)
-    model.predict_on_batch(batch)
+    km.forward(batch)
     n_batches = max(2, repeats // 5)
     t = time.perf_counter()
     for _ in range(n_batches):
-        model.predict_on_batch(batch)
+        km.forward(batch)
     throughput = n_batches * batch_size / (time.perf_counter() - t)
     return {"latency_ms": 1000 * float(np.median(times)), "throughput_ips": float(throughput),
-            "ms_per_face": 1000.0 / float(throughput), "batch_size": batch_size}
+            "ms_per_face": 1000.0 / float(throughput), "batch_size": batch_size, "runtime": km.runtime}
 
 
 def evaluate_model(model, faces: Faces, timing: bool = True, batch_size: int = 64, repeats: int | None = None,
-                   n_examples: int = 6) -> dict:
+                   n_examples: int = 6, runtime: str = "keras") -> dict:
     """All metrics of ``model`` on ``faces``; arrays for plots under ``per_face``, ``pred``, ``per_keypoint``.
 
-    Fractions stay fractions here (NME 0.05 = 5 %). ``timing`` adds :func:`measure_speed`.
+    Fractions stay fractions here (NME 0.05 = 5 %). ``timing`` adds :func:`measure_speed`. ``runtime``
+    (``keras``, ``onnx``, ``int8`` or ``auto``) chooses the forward pass, as for
+    :func:`helpers.predict.load_keypoint_model`; a :class:`helpers.predict.KeypointModel` keeps its own.
     """
-    model = _as_model(model)
+    model = keypoint_model(model, runtime)
     if len(faces) == 0:
         raise ValueError(f"no faces to evaluate in {faces.source!r}")
-    k = int(model.output_shape[-1]) // 2
+    k = model.scheme.num_keypoints
     if k != faces.scheme.num_keypoints:
         raise ValueError(f"model predicts {k} keypoints but {faces.source!r} has {faces.scheme.num_keypoints}")
     pred = predict_keypoints(model, faces.images, batch_size)
@@ -193,7 +192,8 @@ def evaluate_model(model, faces: Faces, timing: bool = True, batch_size: int = 6
     order = np.argsort(np.where(ok, nme, np.inf))
     n_ok = int(ok.sum())
     out = {
-        "model": getattr(model, "name", "model"),
+        "model": model.name,
+        "runtime": model.runtime,
         "data": faces.source,
         "faces": n_ok,
         "faces_without_nme": int(len(faces) - n_ok),
@@ -244,7 +244,7 @@ def evaluate(model, spec: str, split: str | None = "test", max_faces: int | None
 
 def report_json(result: dict) -> dict:
     """The JSON-safe summary of an evaluation: NME, failure rates and AUC in **percent**."""
-    keys = ("model", "data", "split", "faces", "faces_without_nme", "scheme", "normaliser")
+    keys = ("model", "runtime", "data", "split", "faces", "faces_without_nme", "scheme", "normaliser")
     out = {k: result[k] for k in keys if k in result}
     out.update({
         "nme": round(100 * result["nme"], 4),

@@ -6,8 +6,9 @@ The pipeline of chapter 07, the CLI's ``facekp predict`` and the benchmarks:
 2. detect faces (:func:`helpers.detect.detect_faces`, Haar cascade on a downscaled copy);
 3. turn each detector box into the crop the networks were trained on (:class:`helpers.detect.Calibration`
    through :func:`helpers.preprocess.box_to_crop`), cut and resize it with :func:`helpers.preprocess.crop_face`;
-4. run **all faces of the image in one call** of a compiled forward pass (:class:`KeypointModel`: no per-call
-   ``model.predict`` overhead), denormalise and map back with :func:`helpers.preprocess.to_image_coords`.
+4. run **all faces of the image in one call** of a fast forward pass (:class:`KeypointModel`: the int8 ONNX
+   export when present, else a compiled Keras graph; never ``model.predict``'s per-call overhead), denormalise
+   and map back with :func:`helpers.preprocess.to_image_coords`.
 
 The model contract: input float32 (B, 96, 96, 1) gray in [0, 1]; output (B, 2K) normalised keypoints
 (x0, y0, x1, y1, ...) as :func:`helpers.preprocess.normalise_keypoints` makes them.
@@ -74,28 +75,51 @@ def compile_forward(model, size: int = config.IMAGE_SIZE):
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
-class KeypointModel:
-    """A keypoint network with its compiled forward pass, ready for single images (warm after creation).
+RUNTIMES = ("auto", "keras", "onnx", "int8")
 
-    Batches are zero-padded to the next of :data:`BATCH_BUCKETS` (larger ones run in chunks of 64): the CPU
-    kernels are prepared once per input shape — about 0.1 s the first time a batch size is seen — so a few
-    fixed shapes, warmed up here for 1, 2 and 4 faces, keep every later call at its steady-state speed.
+
+class KeypointModel:
+    """A keypoint network with its fast forward pass, ready for single images (warm after creation).
+
+    ``runtime`` chooses how the forward pass runs:
+
+    * ``"keras"`` — the Keras model as one compiled graph (:func:`compile_forward`);
+    * ``"onnx"`` — exported to ONNX (float32, batch norm folded) and run by ONNX Runtime
+      (:class:`helpers.export.OnnxForward`); same numbers as Keras to ~1e-6, less per-call overhead;
+    * ``"int8"`` — the quantized export ``int8`` (a path to ``<name>.int8.onnx``, see
+      :func:`helpers.export.export_int8`); the fastest, with the accuracy cost measured in chapter 06.
+
+    Batches are zero-padded to the next of :data:`BATCH_BUCKETS` (larger ones run in chunks of 64): kernels are
+    prepared once per input shape — about 0.1 s the first time a batch size is seen — so a few fixed shapes,
+    warmed up here for 1, 2 and 4 faces, keep every later call at its steady-state speed.
     """
 
-    def __init__(self, model, name: str | None = None, warm_up: bool = True):
+    def __init__(self, model, name: str | None = None, warm_up: bool = True, runtime: str = "keras",
+                 int8=None):
         self.model = model
         self.name = name or getattr(model, "name", "model")
         self.scheme = scheme_of(model)
         self.size = int(model.input_shape[1])
         if tuple(model.input_shape[1:]) != (self.size, self.size, 1):
             raise ValueError(f"model {self.name!r} takes {model.input_shape[1:]}, expected (S, S, 1) gray images")
-        self._forward = compile_forward(model, self.size)
+        if runtime not in RUNTIMES[1:]:
+            raise ValueError(f"runtime must be one of {RUNTIMES[1:]}, got {runtime!r}")
+        self.runtime = runtime
+        if runtime == "keras":
+            self._forward = compile_forward(model, self.size)
+        else:
+            from .export import OnnxForward
+
+            if runtime == "int8" and int8 is None:
+                raise ValueError(f"runtime 'int8' needs the quantized file of {self.name!r} (helpers.export."
+                                 "export_int8 or `facekp export`)")
+            self._forward = OnnxForward(model if runtime == "onnx" else int8)
         if warm_up:
             for b in (1, 2, 4):
                 self.forward(np.zeros((b, self.size, self.size, 1), np.float32))
 
     def __repr__(self) -> str:
-        return f"KeypointModel({self.name!r}, {self.scheme.num_keypoints} keypoints)"
+        return f"KeypointModel({self.name!r}, {self.scheme.num_keypoints} keypoints, runtime={self.runtime!r})"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """The raw model output (B, 2K) for float32 input (B, S, S, 1) in [0, 1]."""
@@ -128,24 +152,34 @@ class KeypointModel:
         return preprocess.to_image_coords(self.predict_faces(faces), crops, self.size)
 
 
-def load_keypoint_model(model="lenet", warm_up: bool = True) -> KeypointModel:
+def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "auto") -> KeypointModel:
     """A :class:`KeypointModel` from a name (``lenet`` / ``resnet50``), a ``.keras`` path or a Keras model.
 
-    Names and paths load through :func:`helpers.models.load_model` and are cached (per file and its mtime),
-    so the CLI, the chapters and the benchmark compile each model once per process.
+    ``runtime="auto"`` (default) runs the int8 export when one exists for the current ``.keras`` file
+    (:func:`helpers.export.int8_for`), else the compiled Keras graph; ``"keras"``, ``"onnx"`` or ``"int8"``
+    choose explicitly (a Keras model object has no int8 file: ``auto`` gives ``keras`` for it).
+    Names and paths load through :func:`helpers.models.load_model` and are cached (per file, its mtime and the
+    runtime), so the CLI, the chapters and the benchmark prepare each model once per process.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if isinstance(model, KeypointModel):
         return model
     if not isinstance(model, (str, Path)):
-        return KeypointModel(model, warm_up=warm_up)
-    from . import models
+        return KeypointModel(model, warm_up=warm_up, runtime="keras" if runtime == "auto" else runtime)
+    from . import export, models
 
     path = models.resolve_model_path(model)
-    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    int8 = export.int8_for(path) if runtime in ("auto", "int8") else None
+    if runtime == "int8" and int8 is None:
+        raise FileNotFoundError(f"no int8 export of {path} made from its current weights: run "
+                                f"`facekp export {model}` (needs the training data for calibration)")
+    chosen = ("int8" if int8 else "keras") if runtime == "auto" else runtime
+    key = (str(path.resolve()), path.stat().st_mtime_ns, chosen)
     if key not in _MODEL_CACHE:
         net = models.load_model(path, compile=False)
         name = str(model) if str(model) in models.MODEL_NAMES else path.stem
-        _MODEL_CACHE[key] = KeypointModel(net, name=name, warm_up=warm_up)
+        _MODEL_CACHE[key] = KeypointModel(net, name=name, warm_up=warm_up, runtime=chosen, int8=int8)
     return _MODEL_CACHE[key]
 
 
@@ -187,13 +221,14 @@ class ImagePrediction:
 class Predictor:
     """Detector + calibration + keypoint model: ``predictor(photo)`` → :class:`ImagePrediction`.
 
-    ``model``: a name, a ``.keras`` path, a Keras model or a :class:`KeypointModel`. ``calibration``: the
-    fitted one by default; pass :data:`helpers.detect.UNCALIBRATED` to crop the raw detector boxes (the seed).
+    ``model``: a name, a ``.keras`` path, a Keras model or a :class:`KeypointModel`; ``runtime``: how its
+    forward pass runs (:func:`load_keypoint_model`). ``calibration``: the fitted one by default; pass
+    :data:`helpers.detect.UNCALIBRATED` to crop the raw detector boxes (the seed).
     """
 
     def __init__(self, model="lenet", params: detect.DetectorParams | None = None,
-                 calibration: detect.Calibration | None = None, keep_image: bool = True):
-        self.model = load_keypoint_model(model)
+                 calibration: detect.Calibration | None = None, keep_image: bool = True, runtime: str = "auto"):
+        self.model = load_keypoint_model(model, runtime=runtime)
         self.params = params or detect.DetectorParams()
         self.calibration = calibration or detect.load_calibration()
         self.keep_image = keep_image

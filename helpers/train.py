@@ -166,7 +166,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                 epochs: int | None = None, learning_rate: float = 1e-3, loss: str = "mae", augment: bool = True,
                 seed: int = config.DEFAULT_SEED, max_minutes: float | None = None, deadline: float | None = None,
                 resume: bool = True, verbose: int | str = "auto", log=None, steps_per_execution: int = 1,
-                workers: int = 1, model_kwargs: dict | None = None) -> TrainResult:
+                workers: int = 1, model_kwargs: dict | None = None, init_from=None) -> TrainResult:
     """Train ``lenet`` or ``resnet50`` on ``train_faces`` (augmented on the fly), selecting on ``val_faces``.
 
     Args:
@@ -181,6 +181,8 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
         resume: continue from ``run_dir/backup`` if it exists; ``False`` starts afresh (deleting the run).
         log: a function taking one string per epoch (the CLI writes to ``train.log``).
         model_kwargs: passed to the architecture (e.g. ``{"dropout": 0.1}``).
+        init_from: a ``.keras`` file of the same architecture whose weights start a new run (a warm start,
+            e.g. continuing the committed model with a fresh learning-rate schedule); ignored when resuming.
     """
     from .augment import make_sequences
 
@@ -213,6 +215,8 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                  augment=augment, seed=seed, train_faces=len(train_faces), val_faces=len(val_faces),
                  train_source=train_faces.source, val_source=val_faces.source,
                  batch_size=profile.batch_size, patience=profile.patience, model_kwargs=model_kwargs or {})
+    if init_from and not resuming:
+        state["init_from"] = str(init_from)
     state_path.write_text(json.dumps(state, indent=2))
 
     keras.utils.set_random_seed(seed)
@@ -220,6 +224,12 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     train_seq, val_seq = make_sequences(train_faces, val_faces, batch_size=profile.batch_size, augment=augment,
                                         seed=seed, workers=workers)
     model = build_model(model_name, scheme, **(model_kwargs or {}))
+    if init_from and not resuming:
+        from .models import load_model
+        start = load_model(init_from)
+        if [tuple(w.shape) for w in start.weights] != [tuple(w.shape) for w in model.weights]:
+            raise ValueError(f"{init_from} is not a {model_name} of this architecture and scheme")
+        model.set_weights([np.asarray(w, dtype="float32") for w in start.get_weights()])
     compile_model(model, scheme, learning_rate=learning_rate, loss=loss, steps_per_execution=steps_per_execution)
 
     time_limit = TimeLimit(state["deadline"])
@@ -251,7 +261,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                "epochs_run": result.epochs, "best_epoch": result.best_epoch, "best_val_nme": result.best_val_nme,
                "train_seconds": result.seconds, "stopped_by": stopped_by, "params": count_params(best),
                "train_faces": len(train_faces), "val_faces": len(val_faces), "train_source": train_faces.source,
-               "model_kwargs": model_kwargs or {},
+               "model_kwargs": model_kwargs or {}, "init_from": state.get("init_from"),
                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
@@ -272,10 +282,13 @@ def export_model(model: keras.Model, path, half_precision: bool | None = None) -
     return save_model(fresh, path, half_precision=half_precision)
 
 
-def publish(model_name: str, run_dir=None, val_faces: Faces | None = None, force: bool = False) -> dict:
+def publish(model_name: str, run_dir=None, val_faces: Faces | None = None, force: bool = False,
+            int8: bool = True) -> dict:
     """Copy ``run_dir/best.keras`` to ``models/<name>.keras`` if it beats the committed model on validation.
 
-    Also copies the run's history to ``models/<name>_history.csv``. Returns what was compared and decided.
+    Also copies the run's history to ``models/<name>_history.csv`` and, with ``int8``, writes the quantized
+    export ``models/<name>.int8.onnx`` (:func:`helpers.export.export_int8`). Returns what was compared and
+    decided.
     """
     from .evaluate import evaluate_model
     from .models import load_model, model_path
@@ -301,6 +314,11 @@ def publish(model_name: str, run_dir=None, val_faces: Faces | None = None, force
             read_history(run_dir / "log.csv").to_csv(config.MODELS_DIR / f"{model_name}_history.csv", index=False)
         if (run_dir / "summary.json").exists():
             shutil.copy(run_dir / "summary.json", config.MODELS_DIR / f"{model_name}_summary.json")
+        if int8:
+            from .export import export_int8
+
+            out["int8_path"] = str(export_int8(target))
+            out["int8_val_nme"] = evaluate_model(target, val_faces, timing=False, runtime="int8")["nme"]
     return out
 
 
@@ -322,6 +340,16 @@ def _parse_deadline(text: str | None) -> float | None:
         raise ValueError(f"--deadline must be HH:MM (UTC) or an ISO date-time, got {text!r}") from e
 
 
+def _init_path(model_name: str, init: str | None):
+    if not init:
+        return None
+    from .models import model_path
+    path = model_path(model_name) if init == "committed" else Path(init)
+    if not path.exists():
+        raise FileNotFoundError(f"--init: no model at {path}")
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, choices=MODEL_NAMES)
@@ -336,6 +364,8 @@ def main(argv=None) -> int:
     parser.add_argument("--restart", action="store_true", help="discard the run's backup and start afresh")
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
+    parser.add_argument("--init", default=None, help="start from the weights of this .keras file (or 'committed' "
+                        "for models/<model>.keras); ignored when resuming")
     parser.add_argument("--dropout", type=float, default=None, help="dropout before the output layer "
                         "(default: the architecture's)")
     args = parser.parse_args(argv)
@@ -359,8 +389,9 @@ def main(argv=None) -> int:
     result = train_model(args.model, train_faces, val_faces, profile, run_dir, epochs=args.epochs,
                          learning_rate=args.lr, loss=args.loss, augment=not args.no_augment, seed=args.seed,
                          max_minutes=args.max_minutes, deadline=_parse_deadline(args.deadline),
-                         resume=not args.restart, verbose=0, log=log,
-                         model_kwargs=None if args.dropout is None else {"dropout": args.dropout})
+                         resume=True, verbose=0, log=log,   # --restart already emptied run_dir (and the log is open in it)
+                         model_kwargs=None if args.dropout is None else {"dropout": args.dropout},
+                         init_from=_init_path(args.model, args.init))
     log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} done: {result.epochs} epochs, {result.seconds:.0f} s, "
         f"best epoch {result.best_epoch} val NME {100 * result.best_val_nme:.2f} %, stopped by {result.stopped_by}")
     return 0
