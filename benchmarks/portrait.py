@@ -4,11 +4,15 @@ Measures, in one run, median latencies (milliseconds) of
 
 1. **detection**: :func:`helpers.detect.detect_faces` (gray conversion, downscaled copy, Haar cascade, boxes
    mapped back) on one portrait at 320 px and at 1024 px (longer side);
-2. **keypoints per face**: crop, resize, one compiled forward pass (:class:`helpers.predict.KeypointModel`),
-   mapped back to the image — for LeNet and ResNet-50, one face per call (the portrait case), and per face
-   when 8 faces share one call; next to it, for scale, Keras' ``model.predict`` on one face;
+2. **keypoints per face**: crop, resize, one forward pass (:class:`helpers.predict.KeypointModel`), mapped
+   back to the image — for LeNet and ResNet-50, one face per call (the portrait case), under each runtime:
+   the compiled Keras graph, its float32 ONNX export and the int8 export (when ``facekp export`` made one);
+   per face when 8 faces share one call; for scale, Keras' ``model.predict`` on one face;
 3. **end to end** for the 320-px portrait with LeNet: :class:`helpers.predict.Predictor` on the decoded image
    (gray conversion + detection + keypoints), and the same including reading the JPEG file.
+
+The headline numbers use the runtime :class:`helpers.predict.Predictor` picks by default (``auto``: the int8
+export when it matches the model file, else Keras).
 
 Targets (issue 6): keypoints ≤ 1 ms per face for LeNet and ≤ 10 ms for ResNet-50 on one image, detection +
 keypoints ≤ 36 ms end to end for a 320-px portrait. Next to each wall-clock median the median CPU time (all
@@ -37,14 +41,15 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from helpers import config  # noqa: E402
+
+keras = config.import_keras()
 
 import cv2  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers import config, detect, models, predict, preprocess  # noqa: E402
+from helpers import detect, export, models, predict, preprocess  # noqa: E402
 
 
 CPU_MS: dict = {}      # the CPU time (all threads) of the last median_ms call, for a contended machine
@@ -92,12 +97,18 @@ def resize_longer(image: np.ndarray, side: int) -> np.ndarray:
     return cv2.resize(image, (round(w * s), round(h * s)), interpolation=interp)
 
 
-def keypoint_model(name: str) -> tuple[predict.KeypointModel, str]:
+def keypoint_models(name: str) -> tuple[dict, str]:
+    """The model under every runtime available for it: keras, onnx and — when exported — int8."""
     try:
         net = models.load_model(name, compile=False)
-        return predict.KeypointModel(net, name), getattr(net, "source_path", name)
+        origin = getattr(net, "source_path", name)
+        int8 = export.int8_for(name)
     except FileNotFoundError:
-        return predict.KeypointModel(models.build_model(name), name), "UNTRAINED stand-in (no trained model found)"
+        net, origin, int8 = models.build_model(name), "UNTRAINED stand-in (no trained model found)", None
+    runtimes = {rt: predict.KeypointModel(net, name, runtime=rt) for rt in ("keras", "onnx")}
+    if int8:
+        runtimes["int8"] = predict.KeypointModel(net, name, runtime="int8", int8=int8)
+    return runtimes, origin + (f"; int8 export {int8.name}" if int8 else "; no int8 export (facekp export)")
 
 
 def main(argv=None) -> int:
@@ -130,22 +141,26 @@ def main(argv=None) -> int:
 
     gray = {side: preprocess.to_gray(img) for side, img in sizes.items()}
     for name in models.MODEL_NAMES:
-        km, origin = keypoint_model(name)
-        gflop = model_gflop(km.model)
+        kms, origin = keypoint_models(name)
+        gflop = model_gflop(kms["keras"].model)
         print(f"{name}: {origin}; {gflop:.3f} GFLOP per face")
-        for side in sizes:
-            crops = detect.face_crops(boxes[side][:1], cal)
-            results[f"{name}_ms_{side}"] = median_ms(lambda: km.predict_crops(gray[side], crops), r)
-            print(f"  keypoints, 1 face of the {side}-px portrait: {results[f'{name}_ms_{side}']:7.2f} ms "
-                  f"(CPU {CPU_MS['last']:.2f} ms; {gflop / results[f'{name}_ms_{side}'] * 1e3:.0f} GFLOP/s)")
-        crops8 = np.repeat(detect.face_crops(boxes[1024][:1], cal), 8, axis=0)
-        per8 = median_ms(lambda: km.predict_crops(gray[1024], crops8), max(5, r // 4)) / 8
+        crops = {side: detect.face_crops(boxes[side][:1], cal) for side in sizes}
         x1 = np.zeros((1, 96, 96, 1), np.float32)
-        keras_predict = median_ms(lambda: km.model.predict(x1, verbose=0), max(5, r // 5))
-        compiled = median_ms(lambda: km.forward(x1), r)
-        results[f"{name}_ms_per_face"] = results[f"{name}_ms_320"]
-        print(f"  per face with 8 faces in one call: {per8:7.2f} ms; forward pass alone {compiled:.2f} ms "
-              f"(compiled) vs {keras_predict:.2f} ms (model.predict)")
+        keras_predict = median_ms(lambda: kms["keras"].model.predict(x1, verbose=0), max(5, r // 5))
+        print(f"  for scale: Keras model.predict on one face {keras_predict:7.2f} ms")
+        for runtime, km in kms.items():
+            for side in sizes:
+                results[f"{name}_{runtime}_ms_{side}"] = median_ms(lambda: km.predict_crops(gray[side], crops[side]), r)
+            ms = results[f"{name}_{runtime}_ms_320"]
+            print(f"  {runtime:<5} keypoints, 1 face: {ms:7.2f} ms at 320 px, "
+                  f"{results[f'{name}_{runtime}_ms_1024']:.2f} ms at 1024 px (CPU {CPU_MS['last']:.2f} ms; "
+                  f"{gflop / ms * 1e3:.0f} GFLOP/s equivalent)")
+        best = "int8" if "int8" in kms else "keras"      # what Predictor runs by default (runtime="auto")
+        km = kms[best]
+        crops8 = np.repeat(crops[1024], 8, axis=0)
+        per8 = median_ms(lambda: km.predict_crops(gray[1024], crops8), max(5, r // 4)) / 8
+        print(f"  {best:<5} per face with 8 faces in one call: {per8:7.2f} ms")
+        results[f"{name}_ms_per_face"] = results[f"{name}_{best}_ms_320"]
         if name == "lenet":
             pred = predict.Predictor(km, params, cal, keep_image=False)
             results["end_to_end_ms_320"] = median_ms(lambda: pred(sizes[320]), r)
@@ -154,8 +169,9 @@ def main(argv=None) -> int:
                 path = Path(tmp) / "portrait_320.jpg"
                 cv2.imwrite(str(path), cv2.cvtColor(sizes[320], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
                 with_read = median_ms(lambda: pred(path), r)
-            print(f"  end to end, 320-px portrait (detect + keypoints): {results['end_to_end_ms_320']:7.2f} ms "
-                  f"(CPU {e2e_cpu:.2f} ms); {with_read:.2f} ms including reading the JPEG")
+            print(f"  end to end ({best}), 320-px portrait (detect + keypoints): "
+                  f"{results['end_to_end_ms_320']:7.2f} ms (CPU {e2e_cpu:.2f} ms); {with_read:.2f} ms including "
+                  "reading the JPEG")
 
     targets = {"lenet_ms_per_face": 1.0, "resnet50_ms_per_face": 10.0, "end_to_end_ms_320": 36.0}
     for key, limit in targets.items():

@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("predict", "evaluate", "export"):
+        config.import_keras()        # quietly, before any module imports it
     return args.func(args)
 
 

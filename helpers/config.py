@@ -15,6 +15,7 @@ Environment variables
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -93,3 +94,36 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
         raise ValueError(f"Unknown profile {name!r}; FKP_PROFILE must be one of {sorted(PROFILES)}")
     profile = PROFILES[name]
     return replace(profile, **overrides) if overrides else profile
+
+
+@contextlib.contextmanager
+def stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the duration (C++ libraries write there directly)."""
+    try:
+        saved = os.dup(2)
+    except OSError:               # no real stderr (some embedded kernels): nothing to silence
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_keras():
+    """``import keras`` without TensorFlow's C++ start-up messages on stderr (which no setting turns off).
+
+    Used by the chapters' setup, the command line and the benchmarks; Python errors still surface as
+    exceptions. Returns the ``keras`` module.
+    """
+    import sys
+
+    if "keras" in sys.modules:
+        return sys.modules["keras"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with stderr_silenced():
+        import keras
+    return keras

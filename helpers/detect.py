@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import config, preprocess
+from . import preprocess
 
 CALIBRATION_PATH = Path(__file__).resolve().parent / "calibration.json"
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"

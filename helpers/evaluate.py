@@ -22,7 +22,6 @@ Fractions are returned as fractions; :func:`report_json` converts NME and failur
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

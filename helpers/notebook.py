@@ -1,7 +1,6 @@
 """The one setup call at the top of every chapter: seeds, plot style, and the versions that produced it."""
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import platform
@@ -10,23 +9,6 @@ import random
 import numpy as np
 
 from . import config
-
-
-@contextlib.contextmanager
-def _stderr_silenced():
-    """Send file descriptor 2 to /dev/null for the duration (C++ libraries write there directly)."""
-    try:
-        saved = os.dup(2)
-    except OSError:               # no real stderr (some embedded kernels): nothing to silence
-        yield
-        return
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
@@ -41,8 +23,7 @@ def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
     set_style()
     names = ["numpy", "pandas", "cv2", "matplotlib", "seaborn", "sklearn"]
     if deep_learning:
-        with _stderr_silenced():      # TensorFlow's C++ start-up chatter, which no setting turns off
-            import keras
+        keras = config.import_keras()
 
         keras.utils.set_random_seed(seed)
         names += ["keras", os.environ.get("KERAS_BACKEND", "tensorflow")]
