@@ -95,7 +95,7 @@ def cmd_predict(args) -> int:
     try:
         predictor = predict.Predictor(args.model, params,
                                       detect.UNCALIBRATED if args.no_calibration else None, runtime=args.runtime)
-    except (FileNotFoundError, ValueError, OSError) as e:
+    except (FileNotFoundError, ValueError, OSError, NotImplementedError) as e:
         print(f"error: cannot load model {args.model!r}: {e}", file=sys.stderr)
         return 1
     out_dir = Path(args.out)
@@ -147,7 +147,8 @@ def cmd_evaluate(args) -> int:
         model = evaluate.keypoint_model(args.model, args.runtime)
         result = evaluate.evaluate(model, args.data, split=args.split, max_faces=args.max_faces,
                                    timing=not args.no_timing, progress=not args.json)
-    except (FileNotFoundError, ValueError, OSError, data.DatasetNotFoundError, data.DataFormatError) as e:
+    except (FileNotFoundError, ValueError, OSError, NotImplementedError, data.DatasetNotFoundError,
+            data.DataFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     result["model_path"] = getattr(model.model, "source_path", args.model)

@@ -18,7 +18,7 @@ does one, and ONNX Runtime calls cost microseconds.
 * :class:`OnnxForward` runs a graph: ``f(x)`` with ``x`` (N, 96, 96, 1) like the Keras model.
 
 Supported layers: ``InputLayer``, ``Conv2D`` (any strides, ``same``/``valid``), ``BatchNormalization``,
-``Activation``/``ReLU`` (relu, linear), ``MaxPooling2D``, ``ZeroPadding2D``, ``Add``,
+``Activation``/``ReLU`` (relu, linear), ``MaxPooling2D``, ``AveragePooling2D``, ``ZeroPadding2D``, ``Add``,
 ``GlobalAveragePooling2D``, ``Flatten``, ``Dropout``, ``Dense``, nested functional models (the ResNet-50 trunk)
 and ``Sequential``. Anything else raises :class:`NotImplementedError` naming the layer, never a silent
 approximation.
@@ -39,6 +39,7 @@ __all__ = ["to_onnx", "save_onnx", "quantize", "export_int8", "int8_path", "int8
            "check_export", "SUPPORTED_LAYERS"]
 
 SUPPORTED_LAYERS = ("InputLayer", "Conv2D", "BatchNormalization", "Activation", "ReLU", "MaxPooling2D",
+                    "AveragePooling2D",
                     "ZeroPadding2D", "Add", "GlobalAveragePooling2D", "Flatten", "Dropout", "Dense",
                     "Functional", "Sequential")
 OPSET = 13
@@ -140,15 +141,18 @@ def _emit(g: _Graph, layer, x: list[str], in_shapes: list) -> str:
         if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
             raise NotImplementedError(f"{layer.name}: only the plain ReLU is exported")
         return g.node("Relu", [x[0]], "relu")
-    if kind == "MaxPooling2D":
+    if kind in ("MaxPooling2D", "AveragePooling2D"):
         (kh, kw), (sh, sw) = layer.pool_size, layer.strides
         if layer.padding == "same":
             h, w = _spatial(in_shapes[0])
             (pt, pb), (pl, pr) = _same_pads(h, kh, sh), _same_pads(w, kw, sw)
         else:
             pt = pb = pl = pr = 0
-        return g.node("MaxPool", [x[0]], "maxpool", kernel_shape=[kh, kw], strides=[sh, sw],
-                      pads=[pt, pl, pb, pr])
+        if kind == "MaxPooling2D":
+            return g.node("MaxPool", [x[0]], "maxpool", kernel_shape=[kh, kw], strides=[sh, sw],
+                          pads=[pt, pl, pb, pr])
+        return g.node("AveragePool", [x[0]], "avgpool", kernel_shape=[kh, kw], strides=[sh, sw],
+                      pads=[pt, pl, pb, pr], count_include_pad=0)     # TensorFlow averages real pixels only
     if kind == "ZeroPadding2D":
         (pt, pb), (pl, pr) = layer.padding
         pads = g.const("pads", np.array([0, 0, pt, pl, 0, 0, pb, pr], "int64"))

@@ -245,6 +245,15 @@ def test_cli_predict(tmp_path, const_model_file, astronaut, capsys):
     annotated = detect.read_photo(out / "astronaut_keypoints.png")
     assert annotated.shape == astronaut.shape and not np.array_equal(annotated, astronaut)
 
+    # the same faces through the ONNX export: same keypoints, and the report says which runtime ran
+    rc = cli.main(["predict", str(good / "astronaut.jpg"), "--model", str(const_model_file), "--runtime", "onnx",
+                   "--out", str(tmp_path / "out_onnx"), "--json", "--quiet"])
+    assert rc == 0
+    onnx_report = json.loads(capsys.readouterr().out)
+    assert report["runtime"] == "keras" and onnx_report["runtime"] == "onnx"
+    np.testing.assert_allclose(list(onnx_report["images"][0]["faces"][0]["keypoints"].values()),
+                               list(face["keypoints"].values()), atol=0.05)
+
     # bad files are reported and skipped, the run continues, the exit code says something failed
     bad = tmp_path / "bad"
     bad.mkdir()
