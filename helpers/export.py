@@ -253,7 +253,8 @@ class OnnxForward:
             data = to_onnx(source).SerializeToString()
             self.source = f"{getattr(source, 'name', 'model')} (float32 export)"
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        options.intra_op_num_threads = threads or usable or 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
