@@ -166,7 +166,8 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                 epochs: int | None = None, learning_rate: float = 1e-3, loss: str = "mae", augment: bool = True,
                 seed: int = config.DEFAULT_SEED, max_minutes: float | None = None, deadline: float | None = None,
                 resume: bool = True, verbose: int | str = "auto", log=None, steps_per_execution: int = 1,
-                workers: int = 1, model_kwargs: dict | None = None, init_from=None) -> TrainResult:
+                workers: int = 1, model_kwargs: dict | None = None, init_from=None,
+                patience: int | None = None) -> TrainResult:
     """Train ``lenet`` or ``resnet50`` on ``train_faces`` (augmented on the fly), selecting on ``val_faces``.
 
     Args:
@@ -183,6 +184,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
         model_kwargs: passed to the architecture (e.g. ``{"dropout": 0.1}``).
         init_from: a ``.keras`` file of the same architecture whose weights start a new run (a warm start,
             e.g. continuing the committed model with a fresh learning-rate schedule); ignored when resuming.
+        patience: EarlyStopping's patience in epochs (default: the profile's).
     """
     from .augment import make_sequences
 
@@ -214,7 +216,8 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     state.update(model=model_name, epochs=epochs, profile=profile.name, learning_rate=learning_rate, loss=loss,
                  augment=augment, seed=seed, train_faces=len(train_faces), val_faces=len(val_faces),
                  train_source=train_faces.source, val_source=val_faces.source,
-                 batch_size=profile.batch_size, patience=profile.patience, model_kwargs=model_kwargs or {})
+                 batch_size=profile.batch_size, patience=patience or profile.patience,
+                 model_kwargs=model_kwargs or {})
     if init_from and not resuming:
         state["init_from"] = str(init_from)
     state_path.write_text(json.dumps(state, indent=2))
@@ -233,7 +236,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     compile_model(model, scheme, learning_rate=learning_rate, loss=loss, steps_per_execution=steps_per_execution)
 
     time_limit = TimeLimit(state["deadline"])
-    early = keras.callbacks.EarlyStopping(monitor="val_nme", mode="min", patience=profile.patience,
+    early = keras.callbacks.EarlyStopping(monitor="val_nme", mode="min", patience=state["patience"],
                                           restore_best_weights=True, verbose=0)
     callbacks = [
         CosineTimeSchedule(learning_rate, epochs, state),
@@ -466,6 +469,8 @@ def main(argv=None) -> int:
     parser.add_argument("--restart", action="store_true", help="discard the run's backup and start afresh")
     parser.add_argument("--run-dir", default=None)
     parser.add_argument("--seed", type=int, default=config.DEFAULT_SEED)
+    parser.add_argument("--patience", type=int, default=None, help="EarlyStopping patience in epochs "
+                        "(default: the profile's)")
     parser.add_argument("--init", default=None, help="start from the weights of this .keras file (or 'committed' "
                         "for models/<model>.keras); ignored when resuming")
     parser.add_argument("--dropout", type=float, default=None, help="dropout before the output layer "
@@ -498,7 +503,7 @@ def main(argv=None) -> int:
                          max_minutes=args.max_minutes, deadline=_parse_deadline(args.deadline),
                          resume=True, verbose=0, log=log,   # --restart already emptied run_dir (and the log is open in it)
                          model_kwargs=None if args.dropout is None else {"dropout": args.dropout},
-                         init_from=_init_path(args.model, args.init))
+                         init_from=_init_path(args.model, args.init), patience=args.patience)
     log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} done: {result.epochs} epochs, {result.seconds:.0f} s, "
         f"best epoch {result.best_epoch} val NME {100 * result.best_val_nme:.2f} %, stopped by {result.stopped_by}")
     return 0
