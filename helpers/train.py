@@ -162,6 +162,56 @@ def read_history(path) -> pd.DataFrame:
     return df.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
 
+def _records_of(model_file: Path) -> tuple[Path, Path]:
+    """(history CSV, summary JSON) stored with a model file: a run's ``log.csv``/``summary.json`` for its
+    ``best.keras``, ``<name>_history.csv``/``<name>_summary.json`` for a committed ``models/<name>.keras``."""
+    model_file = Path(model_file)
+    if model_file.name == "best.keras":
+        return model_file.parent / "log.csv", model_file.parent / "summary.json"
+    return (model_file.with_name(model_file.stem + "_history.csv"),
+            model_file.with_name(model_file.stem + "_summary.json"))
+
+
+def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
+    """A run's whole history and summary, including the runs it was warm-started from (``init_from``).
+
+    Only the parent's epochs up to its best one count (the weights the child started from); the child's epochs
+    follow them, numbered on. In the returned summary ``epochs_run``, ``best_epoch`` and ``train_seconds`` count
+    the whole lineage; ``lineage`` lists each run's own numbers.
+    """
+    run_dir = Path(run_dir)
+    history = read_history(run_dir / "log.csv")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    parts = [(history, summary)]
+    parent = summary.get("init_from")
+    while parent:
+        log, summ = _records_of(parent)
+        if not (log.exists() and summ.exists()):
+            break
+        ps = json.loads(summ.read_text())
+        ph = read_history(log)
+        if "lineage" in ps:             # a published history is already the whole lineage
+            parts.append((ph.iloc[:ps["best_epoch"]], ps))
+            break
+        parts.append((ph.iloc[:ps["best_epoch"]], ps))
+        parent = ps.get("init_from")
+    frames, offset = [], 0
+    for h, _ in reversed(parts):
+        h = h.copy()
+        h["epoch"] = h["epoch"] - h["epoch"].min() + offset
+        offset += len(h)
+        frames.append(h)
+    whole = pd.concat(frames, ignore_index=True)
+    out = dict(summary)
+    keys = ("epochs_run", "best_epoch", "train_seconds", "stopped_by", "model_kwargs", "init_from", "finished")
+    out["lineage"] = [entry for _, s in reversed(parts)
+                      for entry in (s["lineage"] if "lineage" in s else [{k: s.get(k) for k in keys}])]
+    out["epochs_run"] = int(len(whole))
+    out["best_epoch"] = int(len(whole) - len(history) + summary["best_epoch"])
+    out["train_seconds"] = float(whole["seconds"].sum())
+    return whole, out
+
+
 def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=None, run_dir=None,
                 epochs: int | None = None, learning_rate: float = 1e-3, loss: str = "mae", augment: bool = True,
                 seed: int = config.DEFAULT_SEED, max_minutes: float | None = None, deadline: float | None = None,
@@ -289,7 +339,8 @@ def publish(model_name: str, run_dir=None, val_faces: Faces | None = None, force
             int8: bool = True) -> dict:
     """Copy ``run_dir/best.keras`` to ``models/<name>.keras`` if it beats the committed model on validation.
 
-    Also copies the run's history to ``models/<name>_history.csv`` and, with ``int8``, writes the quantized
+    Also writes the run's history to ``models/<name>_history.csv`` and its summary to ``<name>_summary.json``,
+    both including the runs it was warm-started from (:func:`lineage`), and, with ``int8``, the quantized
     export ``models/<name>.int8.onnx`` (:func:`helpers.export.export_int8`). Returns what was compared and
     decided.
     """
@@ -313,10 +364,10 @@ def publish(model_name: str, run_dir=None, val_faces: Faces | None = None, force
         exported = evaluate_model(load_model(tmp), val_faces, timing=False)
         tmp.replace(target)
         out["exported_val_nme"] = exported["nme"]
-        if (run_dir / "log.csv").exists():
-            read_history(run_dir / "log.csv").to_csv(config.MODELS_DIR / f"{model_name}_history.csv", index=False)
-        if (run_dir / "summary.json").exists():
-            shutil.copy(run_dir / "summary.json", config.MODELS_DIR / f"{model_name}_summary.json")
+        if (run_dir / "log.csv").exists() and (run_dir / "summary.json").exists():
+            history, summary = lineage(run_dir)
+            history.to_csv(config.MODELS_DIR / f"{model_name}_history.csv", index=False)
+            (config.MODELS_DIR / f"{model_name}_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if int8:
             from .export import export_int8
 
@@ -395,7 +446,10 @@ def model_card(model_name: str, repeats: int = 50) -> tuple[str, dict]:
         lines.append(f"- int8 export `{int8.name}` (`helpers.export.export_int8`), {metrics['int8_mb']:.1f} MB, "
                      f"sha256 `{metrics['int8_sha256']}`")
     if s:
-        init = f"; warm start from {Path(s['init_from']).name}" if s.get("init_from") else ""
+        runs = s.get("lineage") or []
+        init = (f"; {len(runs)} runs, each warm-started from the best epoch of the one before: "
+                + ", ".join(f"{r['epochs_run']} epochs ({r['train_seconds'] / 60:.0f} min, model arguments "
+                            f"{r.get('model_kwargs') or 'default'})" for r in runs)) if len(runs) > 1 else ""
         lines.append(f"- training: profile `{s.get('profile')}`, {s.get('epochs_run')} epochs of "
                      f"{s.get('epochs_planned')} planned, stopped by {s.get('stopped_by')}; best epoch "
                      f"{s.get('best_epoch')}; {s.get('train_seconds', 0) / 60:.1f} min of training (sum of epoch "

@@ -1,0 +1,46 @@
+"""helpers.train.lineage: a warm-started run's history and totals include the run it started from."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from helpers import train
+
+
+def _run(folder, epochs, best, seconds, init_from=None):
+    folder.mkdir(parents=True)
+    pd.DataFrame({"epoch": range(epochs), "loss": 1.0, "lr": 1e-3, "nme": 0.1, "rmse_px": 1.0,
+                  "seconds": seconds, "val_loss": 1.0, "val_nme": [0.2 - 0.001 * i for i in range(epochs)],
+                  "val_rmse_px": 1.0}).to_csv(folder / "log.csv", index=False)
+    (folder / "summary.json").write_text(json.dumps({"epochs_run": epochs, "best_epoch": best,
+                                                     "train_seconds": epochs * seconds, "init_from": init_from,
+                                                     "stopped_by": "epochs"}))
+    (folder / "best.keras").write_bytes(b"")
+    return folder
+
+
+def test_lineage_counts_the_parent_up_to_its_best_epoch(tmp_path):
+    parent = _run(tmp_path / "a", epochs=10, best=6, seconds=10.0)
+    child = _run(tmp_path / "b", epochs=4, best=3, seconds=5.0, init_from=str(parent / "best.keras"))
+    history, summary = train.lineage(child)
+    assert list(history["epoch"]) == list(range(10))             # 6 parent epochs, then the child's 4
+    assert summary["epochs_run"] == 10 and summary["best_epoch"] == 9
+    assert summary["train_seconds"] == 6 * 10.0 + 4 * 5.0
+    assert [r["epochs_run"] for r in summary["lineage"]] == [10, 4]
+
+    published = tmp_path / "models"
+    published.mkdir()
+    history.to_csv(published / "m_history.csv", index=False)
+    (published / "m_summary.json").write_text(json.dumps(summary))
+    grandchild = _run(tmp_path / "c", epochs=2, best=2, seconds=1.0, init_from=str(published / "m.keras"))
+    h2, s2 = train.lineage(grandchild)
+    # the published lineage up to its best epoch (6 + 3 epochs), then the grandchild's 2
+    assert len(h2) == 9 + 2 and s2["train_seconds"] == 60.0 + 15.0 + 2.0
+    assert [r["epochs_run"] for r in s2["lineage"]] == [10, 4, 2]
+
+
+def test_a_run_without_parent_is_its_own_lineage(tmp_path):
+    run = _run(tmp_path / "a", epochs=3, best=2, seconds=2.0)
+    history, summary = train.lineage(run)
+    assert len(history) == 3 and summary["epochs_run"] == 3 and summary["best_epoch"] == 2
