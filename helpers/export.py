@@ -28,6 +28,8 @@ a reshape of Keras' (N, 96, 96, 1)) and returns ``keypoints`` (N, 2K), the norma
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -334,9 +336,10 @@ def quantize(model, calibration_images, method: str = "percentile"):
         src.write_bytes(proto.SerializeToString())
         root_logger.setLevel(logging.ERROR)     # its advice to pre-process: the graph is already BN-folded
         try:
-            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[method], nodes_to_exclude=keep_float)
+            with contextlib.redirect_stdout(io.StringIO()):   # its calibration progress prints
+                quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=methods[method], nodes_to_exclude=keep_float)
         finally:
             root_logger.setLevel(level)
         return onnx.load(str(dst))
