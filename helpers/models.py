@@ -70,11 +70,13 @@ def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 64
     return model
 
 
-def resnet50(scheme: Scheme | str = "68", dropout: float = 0.2, name: str = "resnet50") -> keras.Model:
+def resnet50(scheme: Scheme | str = "68", dropout: float = 0.0, name: str = "resnet50") -> keras.Model:
     """The real ResNet-50 trunk (random initialisation, one gray channel) with a regression head.
 
     ``keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 1))`` maps 96² to a
     3×3×2048 feature map (stride 32). The head: global average pooling, dropout, a dense layer of 2K outputs.
+    ``dropout`` defaults to 0, as for :func:`lenet`: the committed model's first run used 0.2, its continuation
+    (warm start, chapter 05) 0.
     """
     scheme = get_scheme(scheme)
     k2 = 2 * scheme.num_keypoints
