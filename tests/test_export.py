@@ -175,3 +175,20 @@ def test_evaluate_reports_its_runtime():
 def test_facekp_export_reports_a_missing_model(capsys):
     assert cli.main(["export", "nowhere.keras"]) == 1
     assert "nowhere.keras" in capsys.readouterr().err
+
+
+def test_typical_faces_leave_out_a_face_that_stretches_the_ranges():
+    model = models.lenet("68", filters=(4, 8, 8, 16), units=32)       # fresh batch norm: activations ∝ input
+    faces_ = np.full((12, 96, 96), 2, np.uint8) + (RNG.random((12, 96, 96)) * 3).astype(np.uint8)
+    faces_[5] = 255                                              # one face ~100× brighter than the others
+    keep = export.typical_faces(model, faces_)
+    assert 5 not in keep and len(keep) == 11
+
+
+def test_an_int8_export_that_drifts_from_the_float_model_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.keras"
+    models.compile_model(small_lenet(), "68").save(path)
+    monkeypatch.setattr(export, "MAX_INT8_GAP", -1.0)            # any difference is too much
+    with pytest.raises(RuntimeError, match="not written"):
+        export.export_int8(path, calibration_images=(RNG.random((8, 96, 96)) * 255).astype(np.uint8))
+    assert not (tmp_path / "tiny.int8.onnx").exists()
