@@ -48,8 +48,8 @@ def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 64
     defaults that make it train reliably: ReLU, batch normalisation, same padding. Four stages take 96² down
     to 6² with 16 → 32 → 64 → 128 filters; the dense layer has 256 units.
 
-    The widths are chosen for speed: about 37 MFLOP per face, 7× less than a 32 → 256 / 512-unit version
-    (0.27 GFLOP), so that one face runs in under a millisecond on two CPU cores once exported
+    The widths are chosen for speed: 34 M multiply-adds per face, a quarter of the 32 → 256 / 512-unit version
+    the project trained first (135 M), so that one face runs in under a millisecond on two CPU cores once exported
     (:mod:`helpers.export`). ``dropout`` defaults to 0: in the project's full runs, dropout 0.3 in front of the
     linear output held the training error up and ended at a worse validation NME (chapter 04); augmentation is
     the regulariser.
