@@ -91,6 +91,13 @@ class _Graph:
         raise NotImplementedError(f"activation {name!r} of {where} is not supported by the ONNX export")
 
 
+def _array(variable, dtype: str = "float32") -> np.ndarray:
+    """A Keras variable's values as a NumPy array (any backend)."""
+    from keras import ops
+
+    return np.asarray(ops.convert_to_numpy(variable), dtype)
+
+
 def _spatial(shape) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
@@ -105,7 +112,7 @@ def _emit(g: _Graph, layer, x: list[str], in_shapes: list) -> str:
     if kind == "Conv2D":
         if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
             raise NotImplementedError(f"{layer.name}: only channels_last, undilated, ungrouped Conv2D is exported")
-        kernel = np.asarray(layer.kernel.numpy() if hasattr(layer.kernel, "numpy") else layer.kernel, "float32")
+        kernel = _array(layer.kernel)
         kh, kw, cin, cout = kernel.shape
         sh, sw = layer.strides
         if layer.padding == "same":
@@ -113,7 +120,7 @@ def _emit(g: _Graph, layer, x: list[str], in_shapes: list) -> str:
             (pt, pb), (pl, pr) = _same_pads(h, kh, sh), _same_pads(w, kw, sw)
         else:
             pt = pb = pl = pr = 0
-        bias = (np.asarray(layer.bias.numpy(), "float32") if layer.use_bias else np.zeros(cout, "float32"))
+        bias = _array(layer.bias) if layer.use_bias else np.zeros(cout, "float32")
         wname = g.const("W", kernel.transpose(3, 2, 0, 1))
         bname = g.const("B", bias)
         out = g.node("Conv", [x[0], wname, bname], "conv", kernel_shape=[kh, kw], strides=[sh, sw],
@@ -121,11 +128,11 @@ def _emit(g: _Graph, layer, x: list[str], in_shapes: list) -> str:
         g.conv[out] = (wname, bname)
         return g.activation(out, layer.activation, layer.name)
     if kind == "BatchNormalization":
-        if layer.axis not in (-1, 3, [-1], [3]) and list(np.atleast_1d(layer.axis)) not in ([-1], [3]):
+        if list(np.atleast_1d(layer.axis)) not in ([-1], [3]):
             raise NotImplementedError(f"{layer.name}: batch normalisation over axis {layer.axis}")
-        mean, var = (np.asarray(v.numpy(), "float64") for v in (layer.moving_mean, layer.moving_variance))
-        gamma = np.asarray(layer.gamma.numpy(), "float64") if layer.scale else np.ones_like(mean)
-        beta = np.asarray(layer.beta.numpy(), "float64") if layer.center else np.zeros_like(mean)
+        mean, var = _array(layer.moving_mean, "float64"), _array(layer.moving_variance, "float64")
+        gamma = _array(layer.gamma, "float64") if layer.scale else np.ones_like(mean)
+        beta = _array(layer.beta, "float64") if layer.center else np.zeros_like(mean)
         scale = gamma / np.sqrt(var + layer.epsilon)
         shift = beta - mean * scale
         src = x[0]
@@ -173,8 +180,8 @@ def _emit(g: _Graph, layer, x: list[str], in_shapes: list) -> str:
             return g.node("Flatten", [g.node("Transpose", [x[0]], "nhwc", perm=[0, 2, 3, 1])], "flatten", axis=1)
         return g.node("Flatten", [x[0]], "flatten", axis=1)
     if kind == "Dense":
-        kernel = np.asarray(layer.kernel.numpy(), "float32")
-        bias = np.asarray(layer.bias.numpy(), "float32") if layer.use_bias else np.zeros(kernel.shape[1], "float32")
+        kernel = _array(layer.kernel)
+        bias = _array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[1], "float32")
         out = g.node("Gemm", [x[0], g.const("W", kernel), g.const("B", bias)], "dense")
         return g.activation(out, layer.activation, layer.name)
     raise NotImplementedError(f"layer {layer.name!r} of type {kind} is not supported by the ONNX export "
@@ -450,7 +457,7 @@ def int8_for(name_or_path) -> Path | None:
     from .models import resolve_model_path
 
     keras_path = resolve_model_path(name_or_path)
-    path = keras_path.with_name(keras_path.stem + ".int8.onnx")
+    path = int8_path(keras_path)
     if not path.exists():
         return None
     meta = _metadata(onnx.load(str(path), load_external_data=False))

@@ -170,13 +170,17 @@ def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "aut
     from . import export, models
 
     path = models.resolve_model_path(model)
-    int8 = export.int8_for(path) if runtime in ("auto", "int8") else None
-    if runtime == "int8" and int8 is None:
-        raise FileNotFoundError(f"no int8 export of {path} made from its current weights: run "
-                                f"`facekp export {model}` (needs the training data for calibration)")
-    chosen = ("int8" if int8 else "keras") if runtime == "auto" else runtime
-    key = (str(path.resolve()), path.stat().st_mtime_ns, chosen)
+    int8_file = export.int8_path(path)
+    # the files' modification times stand for their contents: the sha256 check of an int8 export
+    # (export.int8_for) runs once per file version, not on every call
+    key = (str(path.resolve()), path.stat().st_mtime_ns, runtime,
+           int8_file.stat().st_mtime_ns if int8_file.exists() else None)
     if key not in _MODEL_CACHE:
+        int8 = export.int8_for(path) if runtime in ("auto", "int8") else None
+        if runtime == "int8" and int8 is None:
+            raise FileNotFoundError(f"no int8 export of {path} made from its current weights: run "
+                                    f"`facekp export {model}` (needs the training data for calibration)")
+        chosen = ("int8" if int8 else "keras") if runtime == "auto" else runtime
         net = models.load_model(path, compile=False)
         name = str(model) if str(model) in models.MODEL_NAMES else path.stem
         _MODEL_CACHE[key] = KeypointModel(net, name=name, warm_up=warm_up, runtime=chosen, int8=int8)

@@ -423,9 +423,7 @@ def model_card(model_name: str, repeats: int = 50) -> tuple[str, dict]:
     if int8:
         metrics.update(int8_file=int8.name, int8_sha256=sha256sum(int8), int8_mb=int8.stat().st_size / 1e6)
     for label, (spec, split) in CARD_SPLITS.items():
-        from .evaluate import load_eval_faces
-
-        faces = load_eval_faces(spec, split)
+        faces = evaluate.load_eval_faces(spec, split)
         row = evaluate.report_json(evaluate.evaluate_model(runtimes["keras"], faces, timing=False))
         row["people"] = faces.num_people
         if int8:
