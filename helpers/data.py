@@ -19,8 +19,9 @@ import shutil
 import subprocess
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -36,8 +37,31 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 # --------------------------------------------------------------------------------------------------------------
 # The data set type
 # --------------------------------------------------------------------------------------------------------------
+class FaceCollection:
+    """What :class:`Dataset` and :class:`helpers.preprocess.Faces` share: one entry per face in the fields named
+    by ``PER_FACE`` (``images`` first), person labels in ``identities``, and the load's ``skipped``/``warnings``."""
+
+    PER_FACE: ClassVar[tuple[str, ...]] = ()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_people(self) -> int:
+        return len(set(self.identities.tolist()))
+
+    def subset(self, index):
+        """The faces at ``index`` (integer positions or a boolean mask), as a new object of the same class."""
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        picked = {f: ([v[i] for i in index] if isinstance(v, list) else v[index])
+                  for f in self.PER_FACE for v in [getattr(self, f)]}
+        return replace(self, **picked, skipped=list(self.skipped), warnings=list(self.warnings))
+
+
 @dataclass
-class Dataset:
+class Dataset(FaceCollection):
     """Faces with keypoints, as loaded from disk.
 
     ``images`` is a list of RGB uint8 arrays of varying size (or (96, 96) grayscale for Kaggle);
@@ -56,6 +80,8 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    PER_FACE: ClassVar[tuple[str, ...]] = ("images", "keypoints", "names", "identities")
+
     def __post_init__(self):
         n = len(self.images)
         if self.keypoints.shape != (n, self.scheme.num_keypoints, 2):
@@ -64,23 +90,9 @@ class Dataset:
         if len(self.names) != n or len(self.identities) != n:
             raise ValueError(f"{self.name}: names/identities must have one entry per image")
 
-    def __len__(self) -> int:
-        return len(self.images)
-
     def __repr__(self) -> str:
         return (f"Dataset({self.name!r}: {len(self)} faces of {self.num_people} people, "
                 f"{self.scheme.num_keypoints} keypoints, {len(self.skipped)} skipped)")
-
-    @property
-    def num_people(self) -> int:
-        return len(set(self.identities.tolist()))
-
-    def subset(self, index) -> "Dataset":
-        index = np.asarray(index)
-        if index.dtype == bool:
-            index = np.flatnonzero(index)
-        return Dataset(self.name, [self.images[i] for i in index], self.keypoints[index], self.names[index],
-                       self.identities[index], self.scheme, self.source, list(self.skipped), list(self.warnings))
 
     def report(self) -> str:
         """A short, human-readable account of what was loaded and what was not."""

@@ -11,8 +11,8 @@ Loss and metrics are registered Keras objects (package ``facekp``), so a saved m
 ``keras.models.load_model(path, safe_mode=True)`` — no ``custom_objects``. They are written with
 ``keras.ops`` only (backend-agnostic) and **mask missing targets** (NaN): Kaggle's incomplete rows still teach.
 
-* :class:`MaskedLoss` — mean squared (``"mse"``) or absolute (``"mae"``) error over the present coordinates;
-  the gradient with respect to a masked coordinate is exactly zero.
+* :class:`MaskedLoss` — mean squared (``"mse"``), absolute (``"mae"``) or Wing (``"wing"``) error over the
+  present coordinates; the gradient with respect to a masked coordinate is exactly zero.
 * :class:`NME` — per face, the mean point-to-point error over the present points divided by the normalising
   distance of the scheme: the **outer-eye-corner** distance (points 36 and 45) for 68 points, the
   **eye-centre** distance for the 15 Kaggle points. Reported as a fraction (×100 for percent).
@@ -118,24 +118,45 @@ def _masked(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="facekp")
 class MaskedLoss(keras.losses.Loss):
-    """Per-sample mean of squared (``kind="mse"``) or absolute (``"mae"``) error over present coordinates.
+    """Per-sample mean of a point-wise error over present coordinates: ``"mse"``, ``"mae"`` or ``"wing"``.
 
     Targets that are NaN are ignored (a sample with no target contributes 0). ``y`` is (B, 2K).
+
+    ``"wing"`` is the Wing loss of Feng et al. (CVPR 2018), ``w·ln(1 + |x|/ε)`` for ``|x| < w`` and
+    ``|x| − C`` beyond (``C`` joins the pieces), with ``w`` and ``ε`` given in pixels of the 96² crop
+    (``wing_px``, default (10, 2) as in the paper). Near zero its gradient is ``w/ε`` times L1's, so it keeps
+    pulling on the small and medium errors that decide the NME, while large errors (hard faces, label noise)
+    weigh only linearly.
     """
 
-    def __init__(self, kind: str = "mse", name: str | None = None, reduction="sum_over_batch_size", dtype=None):
-        if kind not in ("mse", "mae"):
-            raise ValueError(f"MaskedLoss kind must be 'mse' or 'mae', got {kind!r}")
+    KINDS = ("mse", "mae", "wing")
+
+    def __init__(self, kind: str = "mse", wing_px=(10.0, 2.0), name: str | None = None,
+                 reduction="sum_over_batch_size", dtype=None):
+        if kind not in self.KINDS:
+            raise ValueError(f"MaskedLoss kind must be one of {self.KINDS}, got {kind!r}")
+        w, eps = (float(v) for v in wing_px)
+        if w <= 0 or eps <= 0:
+            raise ValueError(f"wing_px (w, epsilon) must be positive, got {wing_px!r}")
         super().__init__(name=name or f"masked_{kind}", reduction=reduction, dtype=dtype)
         self.kind = kind
+        self.wing_px = (w, eps)
 
     def call(self, y_true, y_pred):
         diff, mask = _masked(y_true, y_pred)
-        err = ops.square(diff) if self.kind == "mse" else ops.abs(diff)
+        if self.kind == "mse":
+            err = ops.square(diff)
+        elif self.kind == "mae":
+            err = ops.abs(diff)
+        else:
+            w, eps = (v / PX_PER_UNIT for v in self.wing_px)            # pixels → normalised units
+            a = ops.abs(diff)
+            c = w - w * float(np.log1p(w / eps))
+            err = ops.where(a < w, w * ops.log1p(a / eps), a - c)
         return ops.sum(err, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "kind": self.kind}
+        return {**super().get_config(), "kind": self.kind, "wing_px": list(self.wing_px)}
 
 
 def _point_pairs(y):

@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from . import config
+from .data import FaceCollection
 from .schemes import Scheme, get_scheme
 
 CROP_SCALE = 1.5          # crop side = CROP_SCALE × the longer side of the landmark box
@@ -120,7 +122,7 @@ def denormalise_keypoints(normalised: np.ndarray, size: int = config.IMAGE_SIZE)
 
 
 @dataclass
-class Faces:
+class Faces(FaceCollection):
     """Preprocessed faces: what every chapter after 02 works with.
 
     ``images`` uint8 (N, size, size); ``keypoints`` float32 (N, K, 2) in crop pixels (NaN = missing);
@@ -137,27 +139,15 @@ class Faces:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return len(self.images)
+    PER_FACE: ClassVar[tuple[str, ...]] = ("images", "keypoints", "names", "identities", "crops")
 
     def __repr__(self) -> str:
         return (f"Faces({self.source!r}: {len(self)} faces of {self.num_people} people, "
                 f"{self.images.shape[1:]} images, {self.scheme.num_keypoints} keypoints)")
 
     @property
-    def num_people(self) -> int:
-        return len(set(self.identities.tolist()))
-
-    @property
     def size(self) -> int:
         return int(self.images.shape[1])
-
-    def subset(self, index) -> "Faces":
-        index = np.asarray(index)
-        if index.dtype == bool:
-            index = np.flatnonzero(index)
-        return Faces(self.images[index], self.keypoints[index], self.names[index], self.identities[index],
-                     self.crops[index], self.scheme, self.source, list(self.skipped), list(self.warnings))
 
     def save(self, path) -> None:
         np.savez_compressed(

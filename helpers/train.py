@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from . import config
-from .models import MODEL_NAMES, build_model, compile_model, count_params, save_model
+from .models import MODEL_NAMES, MaskedLoss, build_model, compile_model, count_params, save_model
 from .preprocess import Faces
 
 __all__ = ["load_training_data", "train_model", "TrainResult", "publish", "export_model", "read_history",
@@ -203,7 +203,8 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
         frames.append(h)
     whole = pd.concat(frames, ignore_index=True)
     out = dict(summary)
-    keys = ("epochs_run", "best_epoch", "train_seconds", "stopped_by", "model_kwargs", "init_from", "finished")
+    keys = ("epochs_run", "best_epoch", "train_seconds", "stopped_by", "model_kwargs", "loss", "learning_rate",
+            "init_from", "finished")
     out["lineage"] = [entry for _, s in reversed(parts)
                       for entry in (s["lineage"] if "lineage" in s else [{k: s.get(k) for k in keys}])]
     out["epochs_run"] = int(len(whole))
@@ -226,7 +227,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
         profile: sizes (default :func:`helpers.config.get_profile`); ``epochs`` overrides its epoch count.
         run_dir: where checkpoints, backup and logs go (default ``models/runs/<model_name>``).
         learning_rate: Adam's initial rate, decayed by a cosine to 2 % of it.
-        loss: ``"mae"`` (default) or ``"mse"``, masked (:class:`helpers.models.MaskedLoss`).
+        loss: ``"mae"`` (default), ``"mse"`` or ``"wing"``, masked (:class:`helpers.models.MaskedLoss`).
         max_minutes / deadline: stop gracefully after the epoch that would overrun this many minutes from the
             run's first start / this UNIX time (whichever is earlier). The best checkpoint is kept.
         resume: continue from ``run_dir/backup`` if it exists; ``False`` starts afresh (deleting the run).
@@ -314,8 +315,8 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                "epochs_run": result.epochs, "best_epoch": result.best_epoch, "best_val_nme": result.best_val_nme,
                "train_seconds": result.seconds, "stopped_by": stopped_by, "params": count_params(best),
                "train_faces": len(train_faces), "val_faces": len(val_faces), "train_source": train_faces.source,
-               "model_kwargs": model_kwargs or {}, "init_from": state.get("init_from"),
-               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+               "model_kwargs": model_kwargs or {}, "loss": loss, "learning_rate": learning_rate,
+               "init_from": state.get("init_from"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
 
@@ -446,8 +447,10 @@ def model_card(model_name: str, repeats: int = 50) -> tuple[str, dict]:
     if s:
         runs = s.get("lineage") or []
         init = (f"; {len(runs)} runs, each warm-started from the best epoch of the one before: "
-                + ", ".join(f"{r['epochs_run']} epochs ({r['train_seconds'] / 60:.0f} min, model arguments "
-                            f"{r.get('model_kwargs') or 'default'})" for r in runs)) if len(runs) > 1 else ""
+                + ", ".join(f"{r['epochs_run']} epochs ({r['train_seconds'] / 60:.0f} min, "
+                            + (f"{r['loss']} loss at lr {r['learning_rate']:g}, " if r.get("loss") else "")
+                            + f"model arguments {r.get('model_kwargs') or 'default'})" for r in runs)
+                ) if len(runs) > 1 else ""
         lines.append(f"- training: profile `{s.get('profile')}`, {s.get('epochs_run')} epochs of "
                      f"{s.get('epochs_planned')} planned, stopped by {s.get('stopped_by')}; best epoch "
                      f"{s.get('best_epoch')}; {s.get('train_seconds', 0) / 60:.1f} min of training (sum of epoch "
@@ -513,7 +516,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default=None, help="smoke | quick | full (default: $FKP_PROFILE)")
     parser.add_argument("--epochs", type=int, default=None, help="override the profile's epochs")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--loss", default="mae", choices=("mae", "mse"))
+    parser.add_argument("--loss", default="mae", choices=MaskedLoss.KINDS)
     parser.add_argument("--no-helen", action="store_true", help="train on YouTube-Faces only")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--max-minutes", type=float, default=None)

@@ -55,8 +55,29 @@ def test_masked_loss_ignores_nan_targets():
     assert float(models.MaskedLoss("mse")(all_nan, y_pred)) == 0.0
 
 
+def test_wing_loss_by_hand():
+    """Wing (w = 10 px, ε = 2 px on the 96² crop = 48 px per normalised unit): log inside w, linear beyond."""
+    w, eps = 10 / 48, 2 / 48
+    y_true = np.array([[0.0, 0.0, np.nan, 0.0]], np.float32)
+    y_pred = np.array([[1 / 48, 0.5, 3.0, 0.0]], np.float32)     # 1 px (log part), 24 px (linear), masked, 0
+    expected = (w * np.log1p((1 / 48) / eps) + (0.5 - (w - w * np.log1p(w / eps))) + 0.0) / 3
+    assert float(models.MaskedLoss("wing")(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
+    # the two pieces join at |x| = w, and other widths are honoured
+    at_w = np.array([[w]], np.float32)
+    assert float(models.MaskedLoss("wing")(np.zeros((1, 1), np.float32), at_w)) == pytest.approx(
+        w * np.log1p(w / eps), rel=1e-5)
+    wide = models.MaskedLoss("wing", wing_px=(20, 4))
+    assert float(wide(np.zeros((1, 1), np.float32), np.array([[1 / 48]], np.float32))) == pytest.approx(
+        (20 / 48) * np.log1p(1 / 4), rel=1e-5)
+    with pytest.raises(ValueError, match="positive"):
+        models.MaskedLoss("wing", wing_px=(10, 0))
+    # a saved model's loss keeps its kind and widths (registered object, safe-mode deserialisation)
+    back = keras.losses.deserialize(keras.losses.serialize(models.MaskedLoss("wing", wing_px=(8, 1))))
+    assert (back.kind, tuple(back.wing_px)) == ("wing", (8.0, 1.0))
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="gradient test uses tf.GradientTape")
-@pytest.mark.parametrize("kind", ["mse", "mae"])
+@pytest.mark.parametrize("kind", ["mse", "mae", "wing"])
 def test_masked_loss_gradient_is_zero_on_masked_coordinates(kind):
     import tensorflow as tf
 
