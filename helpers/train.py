@@ -204,7 +204,7 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
     whole = pd.concat(frames, ignore_index=True)
     out = dict(summary)
     keys = ("epochs_run", "best_epoch", "train_seconds", "stopped_by", "model_kwargs", "loss", "learning_rate",
-            "init_from", "finished")
+            "augment", "init_from", "finished")
     out["lineage"] = [entry for _, s in reversed(parts)
                       for entry in (s["lineage"] if "lineage" in s else [{k: s.get(k) for k in keys}])]
     out["epochs_run"] = int(len(whole))
@@ -213,12 +213,24 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
     return whole, out
 
 
+def augment_changes(params=None) -> dict:
+    """The fields of ``params`` (:class:`helpers.augment.AugmentParams`) that differ from the training default."""
+    from dataclasses import asdict
+
+    from .augment import AugmentParams
+
+    if params is None:
+        return {}
+    default = asdict(AugmentParams())
+    return {k: v for k, v in asdict(params).items() if default[k] != v}
+
+
 def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=None, run_dir=None,
                 epochs: int | None = None, learning_rate: float = 1e-3, loss: str = "mae", augment: bool = True,
                 seed: int = config.DEFAULT_SEED, max_minutes: float | None = None, deadline: float | None = None,
                 resume: bool = True, verbose: int | str = "auto", log=None, steps_per_execution: int = 1,
                 workers: int = 1, model_kwargs: dict | None = None, init_from=None,
-                patience: int | None = None) -> TrainResult:
+                patience: int | None = None, augment_params=None) -> TrainResult:
     """Train ``lenet`` or ``resnet50`` on ``train_faces`` (augmented on the fly), selecting on ``val_faces``.
 
     Args:
@@ -236,6 +248,8 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
         init_from: a ``.keras`` file of the same architecture whose weights start a new run (a warm start,
             e.g. continuing the committed model with a fresh learning-rate schedule); ignored when resuming.
         patience: EarlyStopping's patience in epochs (default: the profile's).
+        augment_params: :class:`helpers.augment.AugmentParams` (default: the project's training setting);
+            the fields that differ from the default are recorded in the run's summary.
     """
     from .augment import make_sequences
 
@@ -268,7 +282,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                  augment=augment, seed=seed, train_faces=len(train_faces), val_faces=len(val_faces),
                  train_source=train_faces.source, val_source=val_faces.source,
                  batch_size=profile.batch_size, patience=patience or profile.patience,
-                 model_kwargs=model_kwargs or {})
+                 model_kwargs=model_kwargs or {}, augment_changes=augment_changes(augment_params))
     if init_from and not resuming:
         state["init_from"] = str(init_from)
     state_path.write_text(json.dumps(state, indent=2))
@@ -276,7 +290,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     keras.utils.set_random_seed(seed)
     scheme = train_faces.scheme
     train_seq, val_seq = make_sequences(train_faces, val_faces, batch_size=profile.batch_size, augment=augment,
-                                        seed=seed, workers=workers)
+                                        seed=seed, params=augment_params, workers=workers)
     model = build_model(model_name, scheme, **(model_kwargs or {}))
     if init_from and not resuming:
         from .models import load_model
@@ -316,6 +330,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                "train_seconds": result.seconds, "stopped_by": stopped_by, "params": count_params(best),
                "train_faces": len(train_faces), "val_faces": len(val_faces), "train_source": train_faces.source,
                "model_kwargs": model_kwargs or {}, "loss": loss, "learning_rate": learning_rate,
+               "augment": state["augment_changes"] if augment else "off",
                "init_from": state.get("init_from"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
@@ -519,6 +534,8 @@ def main(argv=None) -> int:
     parser.add_argument("--loss", default="mae", choices=MaskedLoss.KINDS)
     parser.add_argument("--no-helen", action="store_true", help="train on YouTube-Faces only")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--flip-p", type=float, default=None, help="probability of a horizontal flip in the "
+                        "augmentation (default: helpers.augment.AugmentParams' own)")
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--deadline", default=None, help="HH:MM UTC: stop after the epoch that would overrun it")
     parser.add_argument("--restart", action="store_true", help="discard the run's backup and start afresh")
@@ -531,6 +548,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dropout", type=float, default=None, help="dropout before the output layer "
                         "(default: the architecture's)")
     args = parser.parse_args(argv)
+    from .augment import AugmentParams
+
     if args.cards:
         print(f"written: {write_model_cards()}")
         return 0
@@ -558,7 +577,8 @@ def main(argv=None) -> int:
                          max_minutes=args.max_minutes, deadline=_parse_deadline(args.deadline),
                          resume=True, verbose=0, log=log,   # --restart already emptied run_dir (and the log is open in it)
                          model_kwargs=None if args.dropout is None else {"dropout": args.dropout},
-                         init_from=_init_path(args.model, args.init), patience=args.patience)
+                         init_from=_init_path(args.model, args.init), patience=args.patience,
+                         augment_params=None if args.flip_p is None else AugmentParams(flip_p=args.flip_p))
     log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} done: {result.epochs} epochs, {result.seconds:.0f} s, "
         f"best epoch {result.best_epoch} val NME {100 * result.best_val_nme:.2f} %, stopped by {result.stopped_by}")
     return 0

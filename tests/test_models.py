@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import config, models, train
+from helpers.augment import AugmentParams
 from helpers.preprocess import Faces, normalise_keypoints
 from helpers.schemes import SCHEME_15, SCHEME_68
 
@@ -147,11 +148,15 @@ def test_train_model_writes_checkpoint_log_and_resumes(tmp_path):
     faces = _tiny_faces(16)
     profile = config.get_profile("smoke", batch_size=8)
     run = tmp_path / "run"
-    r = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=2, verbose=0)
+    r = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=2, verbose=0,
+                          loss="wing", augment_params=AugmentParams(flip_p=0.0))
     assert (run / "best.keras").exists() and (run / "backup").is_dir()
     assert r.epochs == 2 and len(r.history) == 2 and r.stopped_by == "epochs"
     assert {"loss", "val_nme", "val_rmse_px", "lr", "seconds"} <= set(r.history.columns)
-    assert json.loads((run / "summary.json").read_text())["epochs_run"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 2
+    # how it trained is on record: the loss and the augmentation settings that differ from the default
+    assert summary["loss"] == "wing" and summary["augment"] == {"flip_p": 0.0}
     # running it again with more epochs continues from the backup instead of starting over
     r2 = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=3, verbose=0)
     assert r2.epochs == 3 and r2.history["epoch"].tolist() == [0, 1, 2]
