@@ -13,6 +13,9 @@ geometry as training):
 * **AUC@0.08** — area under the CED from 0 to 0.08, divided by 0.08 (1 = every face perfect).
 * **failure rate** at 0.08 and 0.10 — the fraction of faces whose NME exceeds the threshold.
 * best and worst faces (by NME).
+* **mirror bias** — the mean signed error in x and y of the predictions, and of the predictions on mirrored
+  faces mapped back (:func:`mirror_bias`): a network trained with flips cannot learn an offset that the
+  annotations have in x only.
 
 Speed: 1-image latency (median of repeated single-image calls) and batch throughput (images per second in
 batches), on whatever machine runs it.
@@ -33,8 +36,7 @@ from .schemes import Scheme, get_scheme
 __all__ = ["predict_keypoints", "point_errors", "nme_per_face", "rmse_px", "per_keypoint_error", "ced",
            "auc", "failure_rate", "measure_speed", "evaluate_model", "evaluate", "report_json",
            "results_table", "load_eval_faces", "plot_ced", "plot_per_keypoint", "plot_examples", "plot_best_worst",
-           "CED_LIMIT",
-           "FAIL_THRESHOLDS"]
+           "mirror_bias", "CED_LIMIT", "FAIL_THRESHOLDS"]
 
 CED_LIMIT = 0.08
 FAIL_THRESHOLDS = (0.08, 0.10)
@@ -168,6 +170,28 @@ def measure_speed(model, repeats: int = 20, batch_size: int = 64, runtime: str =
     throughput = n_batches * batch_size / (time.perf_counter() - t)
     return {"latency_ms": 1000 * float(np.median(times)), "throughput_ips": float(throughput),
             "ms_per_face": 1000.0 / float(throughput), "batch_size": batch_size, "runtime": km.runtime}
+
+
+def mirror_bias(model, faces: Faces, batch_size: int = 64, runtime: str = "keras") -> dict:
+    """Mean signed error (prediction − ground truth, pixels of the 96² crop) of ``model`` on ``faces``, in x
+    and y, for the faces as they are (``x``, ``y``) and for their mirror images, the predictions mapped back
+    with :func:`helpers.augment.hflip` (``x_mirrored``, ``y_mirrored``).
+
+    A network that treats a face and its mirror image alike has the same bias both ways. If the annotations sit
+    a constant ``d`` pixels to the right of where the mirror symmetry of the face puts them, a network trained
+    with 50 % flips sees ``+d`` on the original faces and ``−d`` on the flipped ones and cannot learn either:
+    its ``x`` bias is about ``−d`` (and more negative mirrored), while its ``y`` bias, untouched by flips, is
+    learnt away.
+    """
+    from .augment import hflip
+
+    model = keypoint_model(model, runtime)
+    pred = predict_keypoints(model, faces.images, batch_size)
+    mirrored, _ = hflip(faces.images, faces.keypoints, faces.scheme)
+    _, back = hflip(mirrored, predict_keypoints(model, mirrored, batch_size), faces.scheme)
+    plain, mirror = np.nanmean(pred - faces.keypoints, axis=(0, 1)), np.nanmean(back - faces.keypoints, axis=(0, 1))
+    return {"x": float(plain[0]), "y": float(plain[1]), "x_mirrored": float(mirror[0]),
+            "y_mirrored": float(mirror[1])}
 
 
 def evaluate_model(model, faces: Faces, timing: bool = True, batch_size: int = 64, repeats: int | None = None,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import cli, config, evaluate, models
-from helpers.schemes import SCHEME_15
+from helpers.schemes import SCHEME_15, get_scheme
 
 from .support import face_68
 
@@ -102,3 +102,30 @@ def test_facekp_evaluate_json_on_a_tiny_300w_folder(tiny_300w, tmp_path, capsys,
 def test_facekp_evaluate_reports_a_missing_model(tiny_300w, capsys):
     assert cli.main(["evaluate", "--model", "nowhere.keras", "--data", f"300w:{tiny_300w}"]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_mirror_bias_of_a_network_that_always_predicts_the_same_shifted_face():
+    """A constant prediction: a mirror-symmetric face moved by (d, e) px. Mapped back from a mirror image it is
+    the same face moved by (−d, e): the x bias flips sign, the y bias does not."""
+    import keras
+
+    from helpers.augment import hflip
+    from helpers.preprocess import Faces, normalise_keypoints
+
+    raw = face_68(96, 96)[None].astype(np.float32)
+    _, mirrored = hflip(np.zeros((1, 96, 96), np.uint8), raw, "68")
+    sym = (raw + mirrored) / 2                                             # exactly mirror-symmetric
+    d, e = 0.8, -0.3
+    inputs = keras.Input((96, 96, 1))
+    out = keras.layers.Dense(136, kernel_initializer="zeros",
+                             bias_initializer=keras.initializers.Constant(
+                                 normalise_keypoints(sym + np.float32([d, e])).ravel()))(keras.layers.Flatten()(inputs))
+    constant = keras.Model(inputs, out)
+    n = 3
+    rng = np.random.default_rng(0)
+    faces = Faces(rng.integers(0, 255, (n, 96, 96), dtype=np.uint8), np.repeat(sym, n, axis=0),
+                  np.array(["a", "b", "c"]), np.array(["p", "q", "r"]), np.zeros((n, 3), np.int64),
+                  get_scheme("68"), "synthetic")
+    bias = evaluate.mirror_bias(constant, faces)
+    assert bias["x"] == pytest.approx(d, abs=1e-3) and bias["y"] == pytest.approx(e, abs=1e-3)
+    assert bias["x_mirrored"] == pytest.approx(-d, abs=1e-3) and bias["y_mirrored"] == pytest.approx(e, abs=1e-3)
