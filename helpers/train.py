@@ -523,6 +523,36 @@ def _init_path(model_name: str, init: str | None):
     return path
 
 
+def parse_augment(items, error=None):
+    """:class:`helpers.augment.AugmentParams` from ``["flip_p=0", "scale=(0.95, 1.05)", ...]`` (None: default).
+
+    Values are Python literals; an unknown field or a bad value calls ``error`` (or raises ``ValueError``)."""
+    import ast
+    from dataclasses import fields
+
+    from .augment import AugmentParams
+
+    if not items:
+        return None
+    known = {f.name for f in fields(AugmentParams)}
+    changes = {}
+    try:
+        for item in items:
+            key, sep, text = item.partition("=")
+            if not sep or key.strip() not in known:
+                raise ValueError(f"--augment {item!r}: expected FIELD=VALUE with FIELD one of {sorted(known)}")
+            try:
+                value = ast.literal_eval(text.strip())
+            except (ValueError, SyntaxError):
+                value = text.strip()                 # a bare word, e.g. border=reflect
+            changes[key.strip()] = tuple(value) if isinstance(value, list) else value
+        return AugmentParams(**changes)
+    except (ValueError, TypeError) as exc:
+        if error is None:
+            raise ValueError(str(exc)) from exc
+        error(str(exc))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=MODEL_NAMES)
@@ -534,8 +564,9 @@ def main(argv=None) -> int:
     parser.add_argument("--loss", default="mae", choices=MaskedLoss.KINDS)
     parser.add_argument("--no-helen", action="store_true", help="train on YouTube-Faces only")
     parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--flip-p", type=float, default=None, help="probability of a horizontal flip in the "
-                        "augmentation (default: helpers.augment.AugmentParams' own)")
+    parser.add_argument("--augment", nargs="+", default=None, metavar="FIELD=VALUE",
+                        help="change fields of helpers.augment.AugmentParams, e.g. --augment flip_p=0 "
+                        "rotation_deg=10 'scale=(0.95, 1.05)'")
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--deadline", default=None, help="HH:MM UTC: stop after the epoch that would overrun it")
     parser.add_argument("--restart", action="store_true", help="discard the run's backup and start afresh")
@@ -548,8 +579,6 @@ def main(argv=None) -> int:
     parser.add_argument("--dropout", type=float, default=None, help="dropout before the output layer "
                         "(default: the architecture's)")
     args = parser.parse_args(argv)
-    from .augment import AugmentParams
-
     if args.cards:
         print(f"written: {write_model_cards()}")
         return 0
@@ -578,7 +607,7 @@ def main(argv=None) -> int:
                          resume=True, verbose=0, log=log,   # --restart already emptied run_dir (and the log is open in it)
                          model_kwargs=None if args.dropout is None else {"dropout": args.dropout},
                          init_from=_init_path(args.model, args.init), patience=args.patience,
-                         augment_params=None if args.flip_p is None else AugmentParams(flip_p=args.flip_p))
+                         augment_params=parse_augment(args.augment, parser.error))
     log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} done: {result.epochs} epochs, {result.seconds:.0f} s, "
         f"best epoch {result.best_epoch} val NME {100 * result.best_val_nme:.2f} %, stopped by {result.stopped_by}")
     return 0

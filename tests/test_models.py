@@ -189,3 +189,14 @@ def test_load_model_errors_are_clear(tmp_path, monkeypatch):
         models.load_model(tmp_path / "nothing.keras")
     with pytest.raises(ValueError, match="model name"):
         models.load_model("vgg16")
+
+
+def test_parse_augment_reads_fields_and_rejects_unknown_ones():
+    p = train.parse_augment(["flip_p=0", "scale=(0.95, 1.05)", "border=reflect"])
+    assert (p.flip_p, p.scale, p.border) == (0, (0.95, 1.05), "reflect")
+    assert train.augment_changes(p) == {"flip_p": 0, "scale": (0.95, 1.05), "border": "reflect"}
+    assert train.parse_augment(None) is None and train.augment_changes(None) == {}
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        train.parse_augment(["flop_p=0"])
+    with pytest.raises(ValueError, match="probability"):
+        train.parse_augment(["flip_p=2"])
