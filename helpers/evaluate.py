@@ -36,7 +36,7 @@ from .schemes import Scheme, get_scheme
 __all__ = ["predict_keypoints", "point_errors", "nme_per_face", "rmse_px", "per_keypoint_error", "ced",
            "auc", "failure_rate", "measure_speed", "evaluate_model", "evaluate", "report_json",
            "results_table", "load_eval_faces", "plot_ced", "plot_per_keypoint", "plot_examples", "plot_best_worst",
-           "mirror_bias", "CED_LIMIT", "FAIL_THRESHOLDS"]
+           "mirror_bias", "activation_peaks", "plot_activation_peaks", "CED_LIMIT", "FAIL_THRESHOLDS"]
 
 CED_LIMIT = 0.08
 FAIL_THRESHOLDS = (0.08, 0.10)
@@ -192,6 +192,56 @@ def mirror_bias(model, faces: Faces, batch_size: int = 64, runtime: str = "keras
     plain, mirror = np.nanmean(pred - faces.keypoints, axis=(0, 1)), np.nanmean(back - faces.keypoints, axis=(0, 1))
     return {"x": float(plain[0]), "y": float(plain[1]), "x_mirrored": float(mirror[0]),
             "y_mirrored": float(mirror[1])}
+
+
+def activation_peaks(model, images, layers, batch_size: int = 64) -> pd.DataFrame:
+    """Each face's largest activation at each of ``layers``: a (faces × layers) table.
+
+    ``layers`` are names of layers of a Keras model (or its name) or of a sub-model applied directly to its
+    input, as ResNet-50's trunk (``conv4_block6_out``). A ReLU network with batch normalisation is, at
+    inference, a fixed piecewise-linear map: a face that drives a stage far beyond what the training faces did
+    reaches the dense head with features it never learnt to read.
+    """
+    import keras
+
+    from .models import load_model
+
+    model = load_model(model) if isinstance(model, str) else model
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"activation_peaks needs a Keras model or its name, got {type(model).__name__}")
+    owners = [model] + [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    x = np.asarray(images)
+    x = (x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32))[..., None]
+    columns = {}
+    for name in layers:
+        owner = next((m for m in owners if name in {layer.name for layer in m.layers}), None)
+        if owner is None:
+            raise KeyError(f"no layer {name!r} in {model.name} or its sub-models")
+        probe = keras.Model(owner.inputs[0], owner.get_layer(name).output)
+        out = np.concatenate([keras.ops.convert_to_numpy(probe(x[i:i + batch_size], training=False))
+                              for i in range(0, len(x), batch_size)])
+        columns[name] = np.abs(out.reshape(len(out), -1)).max(axis=1)
+    return pd.DataFrame(columns)
+
+
+def plot_activation_peaks(peaks: pd.DataFrame, highlight, labels=None, ax=None):
+    """Median and 5–95 % band of the per-face activation peaks at each layer (log scale), with the faces
+    ``highlight`` (row positions) drawn as lines of their own."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 3.6))
+    pos = np.arange(peaks.shape[1])
+    lo, mid, hi = (np.percentile(peaks.to_numpy(), q, axis=0) for q in (5, 50, 95))
+    ax.fill_between(pos, lo, hi, color="0.85", label="5–95 % of the faces")
+    ax.plot(pos, mid, color="0.3", lw=2, label="median face")
+    for j, i in enumerate(highlight):
+        ax.plot(pos, peaks.iloc[i].to_numpy(), marker="o", ms=3,
+                label=labels[j] if labels is not None else f"face {i}")
+    ax.set(yscale="log", ylabel="largest activation", xticks=pos)
+    ax.set_xticklabels(peaks.columns, rotation=30, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+    return ax
 
 
 def evaluate_model(model, faces: Faces, timing: bool = True, batch_size: int = 64, repeats: int | None = None,

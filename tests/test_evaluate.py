@@ -129,3 +129,22 @@ def test_mirror_bias_of_a_network_that_always_predicts_the_same_shifted_face():
     bias = evaluate.mirror_bias(constant, faces)
     assert bias["x"] == pytest.approx(d, abs=1e-3) and bias["y"] == pytest.approx(e, abs=1e-3)
     assert bias["x_mirrored"] == pytest.approx(-d, abs=1e-3) and bias["y_mirrored"] == pytest.approx(e, abs=1e-3)
+
+
+def test_activation_peaks_per_face_and_layer_including_a_nested_trunk():
+    import keras
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (5, 96, 96), dtype=np.uint8)
+    trunk = keras.Sequential([keras.Input((96, 96, 1)), keras.layers.Conv2D(4, 3, name="c1"),
+                              keras.layers.ReLU(name="r1")], name="trunk")
+    inputs = keras.Input((96, 96, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(trunk(inputs))))
+    peaks = evaluate.activation_peaks(model, images, ["r1", "head"])
+    assert list(peaks.columns) == ["r1", "head"] and len(peaks) == 5
+    x = images[..., None].astype(np.float32) / 255
+    expected = np.abs(keras.ops.convert_to_numpy(trunk(x))).reshape(5, -1).max(axis=1)
+    np.testing.assert_allclose(peaks["r1"], expected, rtol=1e-5)
+    np.testing.assert_allclose(peaks["head"], np.abs(model.predict_on_batch(x)).max(axis=1), rtol=1e-5)
+    with pytest.raises(KeyError, match="no layer"):
+        evaluate.activation_peaks(model, images, ["conv9"])
