@@ -37,15 +37,20 @@ import numpy as np
 import pandas as pd
 
 from . import config
+from .augment import AugmentParams
 from .models import MODEL_NAMES, MaskedLoss, build_model, compile_model, count_params, save_model
 from .preprocess import Faces
 
 __all__ = ["load_training_data", "train_model", "TrainResult", "publish", "export_model", "read_history",
            "get_or_train", "ModelRecord", "plot_history", "model_card", "write_model_cards",
-           "TRAIN_SPECS", "VAL_SPEC"]
+           "TRAIN_SPECS", "VAL_SPEC", "TRAIN_AUGMENT", "parse_augment", "augment_changes"]
 
 TRAIN_SPECS = ("youtube-faces-68", "300w/helen-train")   # training splits of these (never AFW, never test)
 VAL_SPEC = "youtube-faces-68"                           # its identity-disjoint validation split
+# The training setting: chapter 03's augmentation without its horizontal flip. The annotations of both data sets
+# sit a fraction of a pixel to the right of their mirror-symmetric position; a network trained on 50 % flipped
+# faces cannot learn that offset and carries it as a bias (measured with helpers.evaluate.mirror_bias, chapter 04).
+TRAIN_AUGMENT = AugmentParams(flip_p=0.0)
 
 
 def concat_faces(parts: list[Faces], source: str) -> Faces:
@@ -214,10 +219,9 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
 
 
 def augment_changes(params=None) -> dict:
-    """The fields of ``params`` (:class:`helpers.augment.AugmentParams`) that differ from the training default."""
+    """The fields of ``params`` (:class:`helpers.augment.AugmentParams`) that differ from ``AugmentParams()``,
+    chapter 03's defaults."""
     from dataclasses import asdict
-
-    from .augment import AugmentParams
 
     if params is None:
         return {}
@@ -248,10 +252,12 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
         init_from: a ``.keras`` file of the same architecture whose weights start a new run (a warm start,
             e.g. continuing the committed model with a fresh learning-rate schedule); ignored when resuming.
         patience: EarlyStopping's patience in epochs (default: the profile's).
-        augment_params: :class:`helpers.augment.AugmentParams` (default: the project's training setting);
-            the fields that differ from the default are recorded in the run's summary.
+        augment_params: :class:`helpers.augment.AugmentParams` (default: :data:`TRAIN_AUGMENT`, the project's
+            training setting); the fields that differ from ``AugmentParams()`` are recorded in the run's summary.
     """
     from .augment import make_sequences
+
+    augment_params = TRAIN_AUGMENT if augment_params is None else augment_params
 
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}; choose from {MODEL_NAMES}")
@@ -524,13 +530,11 @@ def _init_path(model_name: str, init: str | None):
 
 
 def parse_augment(items, error=None):
-    """:class:`helpers.augment.AugmentParams` from ``["flip_p=0", "scale=(0.95, 1.05)", ...]`` (None: default).
+    """:data:`TRAIN_AUGMENT` with the changes ``["rotation_deg=10", "scale=(0.95, 1.05)", ...]`` (None: unchanged).
 
     Values are Python literals; an unknown field or a bad value calls ``error`` (or raises ``ValueError``)."""
     import ast
-    from dataclasses import fields
-
-    from .augment import AugmentParams
+    from dataclasses import fields, replace
 
     if not items:
         return None
@@ -546,7 +550,7 @@ def parse_augment(items, error=None):
             except (ValueError, SyntaxError):
                 value = text.strip()                 # a bare word, e.g. border=reflect
             changes[key.strip()] = tuple(value) if isinstance(value, list) else value
-        return AugmentParams(**changes)
+        return replace(TRAIN_AUGMENT, **changes)
     except (ValueError, TypeError) as exc:
         if error is None:
             raise ValueError(str(exc)) from exc
@@ -565,8 +569,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-helen", action="store_true", help="train on YouTube-Faces only")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--augment", nargs="+", default=None, metavar="FIELD=VALUE",
-                        help="change fields of helpers.augment.AugmentParams, e.g. --augment flip_p=0 "
-                        "rotation_deg=10 'scale=(0.95, 1.05)'")
+                        help="change fields of the training augmentation (helpers.train.TRAIN_AUGMENT), e.g. "
+                        "--augment flip_p=0.5 rotation_deg=10 'scale=(0.95, 1.05)'")
     parser.add_argument("--max-minutes", type=float, default=None)
     parser.add_argument("--deadline", default=None, help="HH:MM UTC: stop after the epoch that would overrun it")
     parser.add_argument("--restart", action="store_true", help="discard the run's backup and start afresh")

@@ -149,14 +149,14 @@ def test_train_model_writes_checkpoint_log_and_resumes(tmp_path):
     profile = config.get_profile("smoke", batch_size=8)
     run = tmp_path / "run"
     r = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=2, verbose=0,
-                          loss="wing", augment_params=AugmentParams(flip_p=0.0))
+                          loss="wing", augment_params=AugmentParams(flip_p=0.0, rotation_deg=5.0))
     assert (run / "best.keras").exists() and (run / "backup").is_dir()
     assert r.epochs == 2 and len(r.history) == 2 and r.stopped_by == "epochs"
     assert {"loss", "val_nme", "val_rmse_px", "lr", "seconds"} <= set(r.history.columns)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_run"] == 2
     # how it trained is on record: the loss and the augmentation settings that differ from the default
-    assert summary["loss"] == "wing" and summary["augment"] == {"flip_p": 0.0}
+    assert summary["loss"] == "wing" and summary["augment"] == {"flip_p": 0.0, "rotation_deg": 5.0}
     # running it again with more epochs continues from the backup instead of starting over
     r2 = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=3, verbose=0)
     assert r2.epochs == 3 and r2.history["epoch"].tolist() == [0, 1, 2]
@@ -192,9 +192,12 @@ def test_load_model_errors_are_clear(tmp_path, monkeypatch):
 
 
 def test_parse_augment_reads_fields_and_rejects_unknown_ones():
-    p = train.parse_augment(["flip_p=0", "scale=(0.95, 1.05)", "border=reflect"])
-    assert (p.flip_p, p.scale, p.border) == (0, (0.95, 1.05), "reflect")
-    assert train.augment_changes(p) == {"flip_p": 0, "scale": (0.95, 1.05), "border": "reflect"}
+    # changes apply to the training setting (no flips), and the summary lists what differs from chapter 03's
+    assert train.augment_changes(train.TRAIN_AUGMENT) == {"flip_p": 0.0}
+    p = train.parse_augment(["scale=(0.95, 1.05)", "border=reflect"])
+    assert (p.flip_p, p.scale, p.border) == (0.0, (0.95, 1.05), "reflect")
+    assert train.augment_changes(p) == {"flip_p": 0.0, "scale": (0.95, 1.05), "border": "reflect"}
+    assert train.parse_augment(["flip_p=0.5"]).flip_p == 0.5
     assert train.parse_augment(None) is None and train.augment_changes(None) == {}
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         train.parse_augment(["flop_p=0"])
