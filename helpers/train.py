@@ -41,7 +41,7 @@ from .augment import AugmentParams
 from .models import MODEL_NAMES, MaskedLoss, build_model, compile_model, count_params, save_model
 from .preprocess import Faces
 
-__all__ = ["load_training_data", "train_model", "TrainResult", "publish", "export_model", "read_history",
+__all__ = ["load_training_data", "train_model", "summarise_run", "TrainResult", "publish", "export_model", "read_history",
            "get_or_train", "ModelRecord", "plot_history", "model_card", "write_model_cards",
            "TRAIN_SPECS", "VAL_SPEC", "TRAIN_AUGMENT", "parse_augment", "augment_changes"]
 
@@ -177,6 +177,17 @@ def _records_of(model_file: Path) -> tuple[Path, Path]:
             model_file.with_name(model_file.stem + "_summary.json"))
 
 
+def _project_relative(path) -> str | None:
+    """``path`` relative to the project root when it lies inside it (what summaries store), else as it is."""
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(config.ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
     """A run's whole history and summary, including the runs it was warm-started from (``init_from``).
 
@@ -190,7 +201,7 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
     parts = [(history, summary)]
     parent = summary.get("init_from")
     while parent:
-        log, summ = _records_of(parent)
+        log, summ = _records_of(parent if Path(parent).is_absolute() else config.ROOT / parent)
         if not (log.exists() and summ.exists()):
             break
         ps = json.loads(summ.read_text())
@@ -212,6 +223,8 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
             "augment", "init_from", "finished")
     out["lineage"] = [entry for _, s in reversed(parts)
                       for entry in (s["lineage"] if "lineage" in s else [{k: s.get(k) for k in keys}])]
+    for entry in [out] + out["lineage"]:
+        entry["init_from"] = _project_relative(entry.get("init_from"))
     out["epochs_run"] = int(len(whole))
     out["best_epoch"] = int(len(whole) - len(history) + summary["best_epoch"])
     out["train_seconds"] = float(whole["seconds"].sum())
@@ -290,7 +303,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                  batch_size=profile.batch_size, patience=patience or profile.patience,
                  model_kwargs=model_kwargs or {}, augment_changes=augment_changes(augment_params))
     if init_from and not resuming:
-        state["init_from"] = str(init_from)
+        state["init_from"] = _project_relative(init_from)
     state_path.write_text(json.dumps(state, indent=2))
 
     keras.utils.set_random_seed(seed)
@@ -320,23 +333,39 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     ]
     model.fit(train_seq, validation_data=val_seq, epochs=epochs, callbacks=callbacks, verbose=verbose)
 
-    history = read_history(log_csv)
-    best = keras.models.load_model(best_path, safe_mode=True) if best_path.exists() else model
-    best_row = history.loc[history["val_nme"].idxmin()]
     if time_limit.stopped:
         stopped_by = "time_limit"
-    elif len(history) < epochs:
+    elif len(read_history(log_csv)) < epochs:
         stopped_by = "early_stopping"
     else:
         stopped_by = "epochs"
+    return summarise_run(run_dir, stopped_by, model)
+
+
+def summarise_run(run_dir, stopped_by: str = "interrupted", model: keras.Model | None = None) -> TrainResult:
+    """Write ``run_dir/summary.json`` from the run's ``state.json``, ``log.csv`` and best checkpoint, and return
+    its :class:`TrainResult`. :func:`train_model` calls it at the end; call it yourself for a run that was
+    stopped for good before it finished (``stopped_by="interrupted"``), so that it can be published or
+    warm-started from with its record."""
+    run_dir = Path(run_dir)
+    state = json.loads((run_dir / "state.json").read_text())
+    history = read_history(run_dir / "log.csv")
+    if history.empty:
+        raise ValueError(f"{run_dir} has no finished epoch to summarise")
+    best_path = run_dir / "best.keras"
+    best = keras.models.load_model(best_path, safe_mode=True) if best_path.exists() else model
+    if best is None:
+        raise FileNotFoundError(f"{run_dir} has no best.keras")
+    best_row = history.loc[history["val_nme"].idxmin()]
     result = TrainResult(best, history, run_dir, float(history["seconds"].sum()), int(len(history)),
                          int(best_row["epoch"]) + 1, float(best_row["val_nme"]), stopped_by)
-    summary = {"model": model_name, "profile": profile.name, "epochs_planned": epochs,
+    summary = {"model": state["model"], "profile": state["profile"], "epochs_planned": state["epochs"],
                "epochs_run": result.epochs, "best_epoch": result.best_epoch, "best_val_nme": result.best_val_nme,
                "train_seconds": result.seconds, "stopped_by": stopped_by, "params": count_params(best),
-               "train_faces": len(train_faces), "val_faces": len(val_faces), "train_source": train_faces.source,
-               "model_kwargs": model_kwargs or {}, "loss": loss, "learning_rate": learning_rate,
-               "augment": state["augment_changes"] if augment else "off",
+               "train_faces": state["train_faces"], "val_faces": state["val_faces"],
+               "train_source": state["train_source"], "model_kwargs": state.get("model_kwargs") or {},
+               "loss": state.get("loss"), "learning_rate": state.get("learning_rate"),
+               "augment": state.get("augment_changes", {}) if state.get("augment", True) else "off",
                "init_from": state.get("init_from"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return result

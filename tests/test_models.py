@@ -157,6 +157,10 @@ def test_train_model_writes_checkpoint_log_and_resumes(tmp_path):
     assert summary["epochs_run"] == 2
     # how it trained is on record: the loss and the augmentation settings that differ from the default
     assert summary["loss"] == "wing" and summary["augment"] == {"flip_p": 0.0, "rotation_deg": 5.0}
+    # a run stopped for good can be summarised from its files alone
+    (run / "summary.json").unlink()
+    again = train.summarise_run(run, "interrupted")
+    assert again.epochs == 2 and json.loads((run / "summary.json").read_text())["stopped_by"] == "interrupted"
     # running it again with more epochs continues from the backup instead of starting over
     r2 = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=3, verbose=0)
     assert r2.epochs == 3 and r2.history["epoch"].tolist() == [0, 1, 2]
