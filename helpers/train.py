@@ -42,7 +42,7 @@ from .models import MODEL_NAMES, MaskedLoss, build_model, compile_model, count_p
 from .preprocess import Faces
 
 __all__ = ["load_training_data", "train_model", "summarise_run", "TrainResult", "publish", "export_model", "read_history",
-           "get_or_train", "ModelRecord", "plot_history", "runs_table", "model_card", "write_model_cards",
+           "get_or_train", "ModelRecord", "plot_history", "runs_table", "describe_augment", "model_card", "write_model_cards",
            "TRAIN_SPECS", "VAL_SPEC", "TRAIN_AUGMENT", "parse_augment", "augment_changes"]
 
 TRAIN_SPECS = ("youtube-faces-68", "300w/helen-train")   # training splits of these (never AFW, never test)
@@ -689,14 +689,31 @@ def get_or_train(model_name: str, profile=None, train: bool = False, train_faces
     return ModelRecord(result.model, result.history, summary, "trained", run_dir / "best.keras")
 
 
+def describe_augment(changes) -> str:
+    """A run's recorded augmentation (changes to chapter 03's defaults) as one short line."""
+    if changes is None:
+        return "not recorded"
+    if changes == "off" or not isinstance(changes, dict):
+        return str(changes)
+    if not changes:
+        return "chapter 03 defaults (with flips)"
+    def value(v):
+        if isinstance(v, (list, tuple)):
+            return "(" + ", ".join(value(x) for x in v) + ")"
+        return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+    return ", ".join(f"{k}={value(v)}" for k, v in changes.items())
+
+
 def runs_table(summary: dict) -> pd.DataFrame:
     """One row per run of a model's lineage (``summary["lineage"]``, see :func:`lineage`): epochs, best epoch,
-    minutes, what stopped it, loss, learning rate, augmentation changes and what it started from."""
+    minutes, what stopped it, loss, learning rate, augmentation (changes to chapter 03's defaults) and what it
+    started from."""
     runs = summary.get("lineage") or [summary]
     rows = [{"epochs": r.get("epochs_run"), "best epoch": r.get("best_epoch"),
              "minutes": round((r.get("train_seconds") or 0) / 60, 1), "stopped by": r.get("stopped_by"),
              "loss": r.get("loss") or "not recorded", "learning rate": r.get("learning_rate") or "not recorded",
-             "augmentation changes": r.get("augment") if r.get("augment") is not None else "not recorded",
+             "augmentation": describe_augment(r.get("augment")),
              "started from": r.get("init_from") or "random weights"} for r in runs]
     return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1, name="run"))
 
