@@ -661,6 +661,17 @@ class ModelRecord:
     source: str                      # "committed" or "trained"
     path: Path
 
+    def describe(self) -> str:
+        """Where the model came from and what its training recorded, in two lines."""
+        s = self.summary
+        lines = [f"model: {self.source} ({_project_relative(self.path)})"]
+        if s:
+            lines.append(f"profile {s.get('profile')}: {s.get('epochs_run')} epochs in {len(s.get('lineage') or [s])} "
+                         f"run(s), stopped by {s.get('stopped_by')}, best epoch {s.get('best_epoch')}, training time "
+                         f"{s.get('train_seconds', 0) / 60:.1f} min, best validation NME "
+                         f"{100 * s.get('best_val_nme', float('nan')):.2f} %")
+        return "\n".join(lines)
+
 
 def get_or_train(model_name: str, profile=None, train: bool = False, train_faces: Faces | None = None,
                  val_faces: Faces | None = None, log=print) -> ModelRecord:

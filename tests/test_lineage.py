@@ -60,3 +60,13 @@ def test_runs_table_describes_each_run():
     assert table.loc[2, "augmentation"] == "flip_p=0, scale=(0.95, 1.05)"
     assert table.loc[1, "started from"] == "random weights" and table.loc[2, "loss"] == "wing"
     assert train.describe_augment(None) == "not recorded" and train.describe_augment("off") == "off"
+
+
+def test_model_record_describes_its_lineage():
+    from helpers import config, train
+
+    summary = {"profile": "full", "epochs_run": 15, "stopped_by": "time_limit", "best_epoch": 14,
+               "train_seconds": 900, "best_val_nme": 0.0619, "lineage": [{}, {}]}
+    text = train.ModelRecord(None, None, summary, "committed", config.MODELS_DIR / "lenet.keras").describe()
+    assert text.splitlines()[0] == "model: committed (models/lenet.keras)"
+    assert "15 epochs in 2 run(s)" in text and "15.0 min" in text and "6.19 %" in text
