@@ -501,8 +501,8 @@ def model_card(model_name: str, repeats: int = 50) -> tuple[str, dict]:
                             + (f"{r['loss']} loss at lr {r['learning_rate']:g}, " if r.get("loss") else "")
                             + f"model arguments {r.get('model_kwargs') or 'default'})" for r in runs)
                 ) if len(runs) > 1 else ""
-        lines.append(f"- training: profile `{s.get('profile')}`, {s.get('epochs_run')} epochs of "
-                     f"{s.get('epochs_planned')} planned, stopped by {s.get('stopped_by')}; best epoch "
+        lines.append(f"- training: profile `{s.get('profile')}`, {s.get('epochs_run')} epochs (the last run planned "
+                     f"{s.get('epochs_planned')}), stopped by {s.get('stopped_by')}; best epoch "
                      f"{s.get('best_epoch')}; {s.get('train_seconds', 0) / 60:.1f} min of training (sum of epoch "
                      f"times){init}; model arguments {s.get('model_kwargs') or 'default'}; finished {s.get('finished')}")
         lines.append(f"- data: {s.get('train_faces')} training faces ({s.get('train_source')}); validation "
