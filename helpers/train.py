@@ -499,6 +499,7 @@ def model_card(model_name: str, repeats: int = 50) -> tuple[str, dict]:
         init = (f"; {len(runs)} runs, each warm-started from the best epoch of the one before: "
                 + ", ".join(f"{r['epochs_run']} epochs ({r['train_seconds'] / 60:.0f} min, "
                             + (f"{r['loss']} loss at lr {r['learning_rate']:g}, " if r.get("loss") else "")
+                            + (f"augmentation: {describe_augment(r.get('augment'))}, " if "augment" in r else "")
                             + f"model arguments {r.get('model_kwargs') or 'default'})" for r in runs)
                 ) if len(runs) > 1 else ""
         lines.append(f"- training: profile `{s.get('profile')}`, {s.get('epochs_run')} epochs (the last run planned "
@@ -646,10 +647,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # ----------------------------------------------------------------------------------------------------------
 # For the chapters: the committed model, or a training run
 # ----------------------------------------------------------------------------------------------------------
@@ -758,3 +755,7 @@ def plot_history(history: pd.DataFrame, title: str = ""):
     axes[3].set(xlabel="epoch", ylabel="learning rate", yscale="log")
     fig.suptitle(title)
     return fig
+
+
+if __name__ == "__main__":
+    sys.exit(main())
