@@ -41,9 +41,10 @@ from .augment import AugmentParams
 from .models import MODEL_NAMES, MaskedLoss, build_model, compile_model, count_params, save_model
 from .preprocess import Faces
 
-__all__ = ["load_training_data", "train_model", "summarise_run", "TrainResult", "publish", "export_model", "read_history",
-           "get_or_train", "ModelRecord", "plot_history", "runs_table", "describe_augment", "model_card", "write_model_cards",
-           "TRAIN_SPECS", "VAL_SPEC", "TRAIN_AUGMENT", "parse_augment", "augment_changes"]
+__all__ = ["load_training_data", "train_model", "summarise_run", "TrainResult", "publish", "export_model",
+           "read_history", "get_or_train", "ModelRecord", "plot_history", "runs_table", "describe_augment",
+           "model_card", "write_model_cards", "TRAIN_SPECS", "VAL_SPEC", "TRAIN_AUGMENT", "parse_augment",
+           "augment_changes"]
 
 TRAIN_SPECS = ("youtube-faces-68", "300w/helen-train")   # training splits of these (never AFW, never test)
 VAL_SPEC = "youtube-faces-68"                           # its identity-disjoint validation split
@@ -366,7 +367,8 @@ def summarise_run(run_dir, stopped_by: str = "interrupted", model: keras.Model |
                "train_source": state["train_source"], "model_kwargs": state.get("model_kwargs") or {},
                "loss": state.get("loss"), "learning_rate": state.get("learning_rate"),
                "augment": state.get("augment_changes", {}) if state.get("augment", True) else "off",
-               "init_from": state.get("init_from"), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+               "init_from": state.get("init_from"),
+               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
 
