@@ -665,7 +665,8 @@ class ModelRecord:
         s = self.summary
         lines = [f"model: {self.source} ({_project_relative(self.path)})"]
         if s:
-            lines.append(f"profile {s.get('profile')}: {s.get('epochs_run')} epochs in {len(s.get('lineage') or [s])} "
+            runs = len(s.get("lineage") or [s])
+            lines.append(f"profile {s.get('profile')}: {s.get('epochs_run')} epochs in {runs} "
                          f"run(s), stopped by {s.get('stopped_by')}, best epoch {s.get('best_epoch')}, training time "
                          f"{s.get('train_seconds', 0) / 60:.1f} min, best validation NME "
                          f"{100 * s.get('best_val_nme', float('nan')):.2f} %")
@@ -707,6 +708,7 @@ def describe_augment(changes) -> str:
         return str(changes)
     if not changes:
         return "chapter 03 defaults (with flips)"
+
     def value(v):
         if isinstance(v, (list, tuple)):
             return "(" + ", ".join(value(x) for x in v) + ")"
