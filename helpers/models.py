@@ -29,7 +29,7 @@ from keras import layers, ops
 from . import config
 from .schemes import Scheme, get_scheme
 
-__all__ = ["lenet", "resnet50", "build_model", "compile_model", "MaskedLoss", "NME", "RMSEPixels",
+__all__ = ["lenet", "resnet50", "widen_lenet", "build_model", "compile_model", "MaskedLoss", "NME", "RMSEPixels",
            "load_model", "model_path", "save_model", "MODEL_NAMES", "count_params"]
 
 MODEL_NAMES = ("lenet", "resnet50")
@@ -87,6 +87,49 @@ def resnet50(scheme: Scheme | str = "68", dropout: float = 0.0, name: str = "res
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(k2, name="keypoints")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def widen_lenet(model: keras.Model, filters, noise: float = 0.01, seed: int = 0) -> keras.Sequential:
+    """A wider :func:`lenet` that computes the same function as ``model`` (Net2WiderNet, Chen et al., ICLR 2016).
+
+    Each stage's new channels copy randomly chosen old ones (their convolution kernel and batch-norm
+    parameters and statistics); the next layer divides the weights it reads from a copied channel by the
+    number of copies, so the sum it forms is unchanged. The last stage feeds the flattened 6×6×C map to ``fc1``,
+    whose rows are split the same way. ``noise`` (relative to each kernel's standard deviation) perturbs the
+    copies' kernels so that training can tell them apart; with ``noise=0`` the output is the same up to
+    rounding. Training then continues from a network that is as good as the narrow one, not from scratch.
+    """
+    old = [model.get_layer(f"conv{i}").kernel.shape[-1] for i in range(1, 5)]
+    filters = tuple(int(f) for f in filters)
+    if len(filters) != len(old) or any(f < o for f, o in zip(filters, old)):
+        raise ValueError(f"filters {filters} must have one width per stage, each at least {tuple(old)}")
+    rng = np.random.default_rng(seed)
+    k2 = model.get_layer("keypoints").units
+    fc1 = model.get_layer("fc1")
+    wide = lenet(_scheme_for(k2), dropout=model.get_layer("dropout").rate, filters=filters,
+                 units=fc1.units, name=model.name)
+    weights = {layer.name: [np.asarray(w, dtype="float32") for w in layer.get_weights()] for layer in model.layers}
+    incoming = np.arange(1)                       # channel map of the stage's input (the gray image: itself)
+    counts = np.ones(1)
+    for i, (o, f) in enumerate(zip(old, filters), start=1):
+        mapping = np.concatenate([np.arange(o), rng.integers(0, o, f - o)])
+        kernel = weights[f"conv{i}"][0][:, :, incoming, :] / counts[incoming][None, None, :, None]
+        kernel = kernel[..., mapping]
+        if f > o and noise:
+            kernel[..., o:] += rng.normal(0, noise * kernel.std(), kernel[..., o:].shape).astype("float32")
+        wide.get_layer(f"conv{i}").set_weights([kernel])
+        wide.get_layer(f"bn{i}").set_weights([w[mapping] for w in weights[f"bn{i}"]])
+        incoming, counts = mapping, np.bincount(mapping, minlength=o).astype("float32")
+    w1, b1 = weights["fc1"]
+    side = model.get_layer("flatten").output.shape[1] // old[-1]         # 6 × 6 positions
+    rows = w1.reshape(side, old[-1], -1)[:, incoming, :] / counts[incoming][None, :, None]
+    wide.get_layer("fc1").set_weights([rows.reshape(side * filters[-1], -1), b1])
+    wide.get_layer("keypoints").set_weights(weights["keypoints"])
+    return wide
+
+
+def _scheme_for(outputs: int) -> Scheme:
+    return get_scheme(str(outputs // 2))
 
 
 def build_model(name: str, scheme: Scheme | str = "68", **kwargs) -> keras.Model:
@@ -241,9 +284,18 @@ class RMSEPixels(keras.metrics.Metric):
 
 
 def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate: float = 1e-3,
-                  loss: str = "mae", steps_per_execution: int = 1, jit_compile="auto") -> keras.Model:
-    """Adam, the masked loss and the NME / RMSE metrics."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss: str = "mae", steps_per_execution: int = 1, jit_compile="auto",
+                  ema: float | None = None) -> keras.Model:
+    """Adam, the masked loss and the NME / RMSE metrics.
+
+    ``ema``: keep an exponential moving average of the weights with this momentum (Adam's ``use_ema``); pair it
+    with ``keras.callbacks.SwapEMAWeights`` so that validation and checkpoints see the averaged weights.
+    """
+    if ema is not None and not 0.0 < ema < 1.0:
+        raise ValueError(f"ema momentum must be in (0, 1), got {ema!r}")
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, use_ema=ema is not None,
+                                      ema_momentum=ema if ema is not None else 0.99)
+    model.compile(optimizer=optimizer,
                   loss=MaskedLoss(loss), metrics=[NME(get_scheme(scheme).name), RMSEPixels()],
                   steps_per_execution=steps_per_execution, jit_compile=jit_compile)
     return model

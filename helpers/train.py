@@ -38,7 +38,7 @@ import pandas as pd
 
 from . import config
 from .augment import AugmentParams
-from .models import MODEL_NAMES, MaskedLoss, build_model, compile_model, count_params, save_model
+from .models import MODEL_NAMES, MaskedLoss, build_model, compile_model, count_params, save_model, widen_lenet
 from .preprocess import Faces
 
 __all__ = ["load_training_data", "train_model", "summarise_run", "TrainResult", "publish", "export_model",
@@ -248,7 +248,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                 seed: int = config.DEFAULT_SEED, max_minutes: float | None = None, deadline: float | None = None,
                 resume: bool = True, verbose: int | str = "auto", log=None, steps_per_execution: int = 1,
                 workers: int = 1, model_kwargs: dict | None = None, init_from=None,
-                patience: int | None = None, augment_params=None) -> TrainResult:
+                patience: int | None = None, augment_params=None, ema: float | None = None) -> TrainResult:
     """Train ``lenet`` or ``resnet50`` on ``train_faces`` (augmented on the fly), selecting on ``val_faces``.
 
     Args:
@@ -262,12 +262,17 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
             run's first start / this UNIX time (whichever is earlier). The best checkpoint is kept.
         resume: continue from ``run_dir/backup`` if it exists; ``False`` starts afresh (deleting the run).
         log: a function taking one string per epoch (the CLI writes to ``train.log``).
-        model_kwargs: passed to the architecture (e.g. ``{"dropout": 0.1}``).
+        model_kwargs: passed to the architecture (e.g. ``{"dropout": 0.1}``). For ``lenet`` with ``filters``
+            wider than those of ``init_from``, the start is widened function-preservingly
+            (:func:`helpers.models.widen_lenet`).
         init_from: a ``.keras`` file of the same architecture whose weights start a new run (a warm start,
             e.g. continuing the committed model with a fresh learning-rate schedule); ignored when resuming.
         patience: EarlyStopping's patience in epochs (default: the profile's).
         augment_params: :class:`helpers.augment.AugmentParams` (default: :data:`TRAIN_AUGMENT`, the project's
             training setting); the fields that differ from ``AugmentParams()`` are recorded in the run's summary.
+        ema: momentum of an exponential moving average of the weights (e.g. 0.998, a horizon of about
+            500 steps); validation, the best checkpoint and the returned model then use the averaged weights,
+            while training (and the backup) go on from the raw ones. ``None`` (default): no averaging.
     """
     from .augment import make_sequences
 
@@ -302,7 +307,7 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
                  augment=augment, seed=seed, train_faces=len(train_faces), val_faces=len(val_faces),
                  train_source=train_faces.source, val_source=val_faces.source,
                  batch_size=profile.batch_size, patience=patience or profile.patience,
-                 model_kwargs=model_kwargs or {}, augment_changes=augment_changes(augment_params))
+                 model_kwargs=model_kwargs or {}, augment_changes=augment_changes(augment_params), ema=ema)
     if init_from and not resuming:
         state["init_from"] = _project_relative(init_from)
     state_path.write_text(json.dumps(state, indent=2))
@@ -315,10 +320,13 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     if init_from and not resuming:
         from .models import load_model
         start = load_model(init_from)
+        if model_name == "lenet" and "filters" in (model_kwargs or {}):
+            start = widen_lenet(start, model_kwargs["filters"], seed=seed)      # no-op widths: a plain copy
         if [tuple(w.shape) for w in start.weights] != [tuple(w.shape) for w in model.weights]:
             raise ValueError(f"{init_from} is not a {model_name} of this architecture and scheme")
         model.set_weights([np.asarray(w, dtype="float32") for w in start.get_weights()])
-    compile_model(model, scheme, learning_rate=learning_rate, loss=loss, steps_per_execution=steps_per_execution)
+    compile_model(model, scheme, learning_rate=learning_rate, loss=loss, steps_per_execution=steps_per_execution,
+                  ema=ema)
 
     time_limit = TimeLimit(state["deadline"])
     early = keras.callbacks.EarlyStopping(monitor="val_nme", mode="min", patience=state["patience"],
@@ -326,7 +334,8 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     callbacks = [
         CosineTimeSchedule(learning_rate, epochs, state),
         EpochInfo(log),
-        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=False),   # raw weights: resume these
+        *([keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []),        # what follows sees the EMA
         keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_nme", mode="min", save_best_only=True),
         early,
         keras.callbacks.CSVLogger(str(log_csv), append=True),
@@ -367,7 +376,7 @@ def summarise_run(run_dir, stopped_by: str = "interrupted", model: keras.Model |
                "train_source": state["train_source"], "model_kwargs": state.get("model_kwargs") or {},
                "loss": state.get("loss"), "learning_rate": state.get("learning_rate"),
                "augment": state.get("augment_changes", {}) if state.get("augment", True) else "off",
-               "init_from": state.get("init_from"),
+               "init_from": state.get("init_from"), **({"ema": state["ema"]} if state.get("ema") else {}),
                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return result
@@ -561,6 +570,11 @@ def _init_path(model_name: str, init: str | None):
     return path
 
 
+def _model_kwargs(args) -> dict | None:
+    kwargs = {"dropout": args.dropout, "filters": args.filters and tuple(args.filters)}
+    return {k: v for k, v in kwargs.items() if v is not None} or None
+
+
 def parse_augment(items, error=None):
     """:data:`TRAIN_AUGMENT` with the changes ``["rotation_deg=10", "scale=(0.95, 1.05)", ...]`` (None: unchanged).
 
@@ -614,12 +628,19 @@ def main(argv=None) -> int:
                         "for models/<model>.keras); ignored when resuming")
     parser.add_argument("--dropout", type=float, default=None, help="dropout before the output layer "
                         "(default: the architecture's)")
+    parser.add_argument("--filters", type=int, nargs=4, default=None, metavar="N",
+                        help="LeNet's four stage widths (default: the architecture's); with --init of a narrower "
+                        "LeNet, its weights are widened function-preservingly (Net2Net)")
+    parser.add_argument("--ema", type=float, default=None, metavar="MOMENTUM", help="validate and keep an "
+                        "exponential moving average of the weights, e.g. 0.998 (default: none)")
     args = parser.parse_args(argv)
     if args.cards:
         print(f"written: {write_model_cards()}")
         return 0
     if not args.model:
         parser.error("--model is required (or --cards)")
+    if args.filters and args.model != "lenet":
+        parser.error("--filters applies to --model lenet only")
 
     profile = config.get_profile(args.profile)
     run_dir = Path(args.run_dir or config.RUNS_DIR / args.model)
@@ -641,9 +662,9 @@ def main(argv=None) -> int:
                          learning_rate=args.lr, loss=args.loss, augment=not args.no_augment, seed=args.seed,
                          max_minutes=args.max_minutes, deadline=_parse_deadline(args.deadline),
                          resume=True, verbose=0, log=log,   # --restart already emptied run_dir (and the log is open in it)
-                         model_kwargs=None if args.dropout is None else {"dropout": args.dropout},
+                         model_kwargs=_model_kwargs(args),
                          init_from=_init_path(args.model, args.init), patience=args.patience,
-                         augment_params=parse_augment(args.augment, parser.error))
+                         augment_params=parse_augment(args.augment, parser.error), ema=args.ema)
     log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} done: {result.epochs} epochs, {result.seconds:.0f} s, "
         f"best epoch {result.best_epoch} val NME {100 * result.best_val_nme:.2f} %, stopped by {result.stopped_by}")
     return 0

@@ -207,3 +207,55 @@ def test_parse_augment_reads_fields_and_rejects_unknown_ones():
         train.parse_augment(["flop_p=0"])
     with pytest.raises(ValueError, match="probability"):
         train.parse_augment(["flip_p=2"])
+
+
+def _randomised_lenet(filters=(16, 32, 64, 128), seed=0):
+    """A LeNet whose batch-norm layers hold non-trivial statistics (as a trained one does)."""
+    rng = np.random.default_rng(seed)
+    model = models.lenet("68", filters=filters)
+    for i in range(1, 5):
+        bn = model.get_layer(f"bn{i}")
+        n = bn.gamma.shape[0]
+        bn.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.2, n),
+                        rng.uniform(0.5, 2.0, n)])
+    return model
+
+
+def test_widen_lenet_computes_the_same_function():
+    narrow = _randomised_lenet()
+    x = np.random.default_rng(1).random((4, 96, 96, 1)).astype(np.float32)
+    wide = models.widen_lenet(narrow, (16, 48, 96, 160), noise=0.0)
+    assert [wide.get_layer(f"conv{i}").kernel.shape[-1] for i in range(1, 5)] == [16, 48, 96, 160]
+    assert wide.count_params() > narrow.count_params()
+    np.testing.assert_allclose(wide.predict_on_batch(x), narrow.predict_on_batch(x), atol=1e-5)
+    # the copies are perturbed (so that training can separate them): close, but no longer identical
+    noisy = models.widen_lenet(narrow, (16, 48, 96, 160), noise=0.05)
+    d = np.abs(noisy.predict_on_batch(x) - narrow.predict_on_batch(x)).max()
+    assert 0 < d < 0.05
+    with pytest.raises(ValueError, match="at least"):
+        models.widen_lenet(narrow, (8, 32, 64, 128))
+    with pytest.raises(ValueError, match="one width per stage"):
+        models.widen_lenet(narrow, (16, 32, 64))
+
+
+def test_ema_training_checkpoints_the_averaged_weights_and_widens_its_start(tmp_path):
+    faces = _tiny_faces(16)
+    profile = config.get_profile("smoke", batch_size=4)
+    start = tmp_path / "narrow.keras"
+    models.compile_model(_randomised_lenet(), "68").save(start)
+    before = models.load_model(start).get_layer("conv1").kernel.numpy()
+
+    def change(ema):
+        r = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, tmp_path / f"run{ema}",
+                              epochs=3, learning_rate=1e-2, verbose=0, init_from=start, ema=ema,
+                              model_kwargs={"filters": (16, 32, 96, 128)})
+        assert r.model.get_layer("conv3").kernel.shape[-1] == 96        # the narrow start was widened
+        return np.abs(r.model.get_layer("conv1").kernel.numpy() - before).mean(), r
+
+    raw, _ = change(None)
+    averaged, r = change(0.9999)
+    # 12 steps of Adam at 1e-2 move the raw weights; their slow average stays near the first step
+    assert averaged < 0.5 * raw
+    assert json.loads((r.run_dir / "summary.json").read_text())["ema"] == 0.9999
+    with pytest.raises(ValueError, match="ema"):
+        models.compile_model(models.lenet("68"), "68", ema=1.5)
