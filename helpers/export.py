@@ -13,8 +13,9 @@ does one, and ONNX Runtime calls cost microseconds.
 * :func:`quantize` makes the int8 graph: static quantization (ONNX Runtime's ``quantize_static``, QDQ format,
   per-channel weights) calibrated on real training crops, so activation ranges are those of faces.
 * :func:`export_int8` writes ``models/<name>.int8.onnx`` next to the ``.keras`` file, recording that file's
-  sha256 and the calibration faces in the ONNX metadata; :func:`int8_for` finds it only while it still
-  matches (a retrained model never runs with a stale export).
+  sha256, the calibration faces and the one-face time of the float and the int8 graph in the ONNX metadata;
+  :func:`int8_for` finds it only while it still matches (a retrained model never runs with a stale export), and
+  :func:`preferred_runtime` says which of the two graphs was faster.
 * :class:`OnnxForward` runs a graph: ``f(x)`` with ``x`` (N, 96, 96, 1) like the Keras model.
 
 Supported layers: ``InputLayer``, ``Conv2D`` (any strides, ``same``/``valid``), ``BatchNormalization``,
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["to_onnx", "save_onnx", "quantize", "typical_faces", "export_int8", "int8_path", "int8_for", "OnnxForward",
-           "check_export", "SUPPORTED_LAYERS"]
+           "one_face_ms", "preferred_runtime", "check_export", "SUPPORTED_LAYERS"]
 
 SUPPORTED_LAYERS = ("InputLayer", "Conv2D", "BatchNormalization", "Activation", "ReLU", "MaxPooling2D",
                     "AveragePooling2D",
@@ -438,15 +439,49 @@ def export_int8(name_or_path, calibration_images=None, max_faces: int = 256, pat
         raise RuntimeError(f"the int8 export of {keras_path.name} differs from the float model by {gap:.4f} on "
                            f"average (normalised units, limit {MAX_INT8_GAP}); not written")
     dropped = len(calibration_images) - len(keep)
+    float_ms, int8_ms = one_face_ms([OnnxForward(float_proto), OnnxForward(proto)], x[:1])
     meta = {"source": keras_path.name, "source_sha256": sha256sum(keras_path),
             "calibration": f"{source}: {len(keep)} faces used, {dropped} atypical left out",
-            "mean_abs_difference": f"{gap:.5f}", "producer": "helpers.export"}
+            "mean_abs_difference": f"{gap:.5f}", "producer": "helpers.export",
+            "float_ms": f"{float_ms:.4f}", "int8_ms": f"{int8_ms:.4f}"}
     onnx.helper.set_model_props(proto, meta)
     path = Path(path) if path else int8_path(keras_path)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(proto.SerializeToString())
     tmp.replace(path)
     return path
+
+
+def one_face_ms(forwards, x, repeats: int = 200) -> list[float]:
+    """Median milliseconds of one call of each of ``forwards`` on ``x``, timed in alternation (so that a
+    change of machine load weighs on all of them alike)."""
+    import time
+
+    times = [[] for _ in forwards]
+    for f in forwards:
+        f(x)                                               # first call: allocation, not speed
+    for _ in range(repeats):
+        for t, f in zip(times, forwards):
+            start = time.perf_counter()
+            f(x)
+            t.append(time.perf_counter() - start)
+    return [1000 * float(np.median(t)) for t in times]
+
+
+def preferred_runtime(int8_file) -> str:
+    """``"int8"`` or ``"onnx"``: whichever ran one face faster when the int8 file was exported.
+
+    A small network such as LeNet can run *slower* in int8 (the quantize / dequantize steps around each layer
+    cost more than its few multiply-adds save), a large one such as ResNet-50 several times faster. Exports made
+    before the timing was recorded keep ``"int8"``.
+    """
+    import onnx
+
+    meta = _metadata(onnx.load(str(int8_file), load_external_data=False))
+    try:
+        return "onnx" if float(meta["float_ms"]) < float(meta["int8_ms"]) else "int8"
+    except (KeyError, ValueError):
+        return "int8"
 
 
 def int8_for(name_or_path) -> Path | None:

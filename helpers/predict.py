@@ -6,8 +6,9 @@ The pipeline of chapter 07, the CLI's ``facekp predict`` and the benchmarks:
 2. detect faces (:func:`helpers.detect.detect_faces`, Haar cascade on a downscaled copy);
 3. turn each detector box into the crop the networks were trained on (:class:`helpers.detect.Calibration`
    through :func:`helpers.preprocess.box_to_crop`), cut and resize it with :func:`helpers.preprocess.crop_face`;
-4. run **all faces of the image in one call** of a fast forward pass (:class:`KeypointModel`: the int8 ONNX
-   export when present, else a compiled Keras graph; never ``model.predict``'s per-call overhead), denormalise
+4. run **all faces of the image in one call** of a fast forward pass (:class:`KeypointModel`: the int8 or the
+   float ONNX graph when an int8 export is present, whichever was faster; else a compiled Keras graph; never
+   ``model.predict``'s per-call overhead), denormalise
    and map back with :func:`helpers.preprocess.to_image_coords`.
 
 The model contract: input float32 (B, 96, 96, 1) gray in [0, 1]; output (B, 2K) normalised keypoints
@@ -87,7 +88,8 @@ class KeypointModel:
     * ``"onnx"`` — exported to ONNX (float32, batch norm folded) and run by ONNX Runtime
       (:class:`helpers.export.OnnxForward`); same numbers as Keras to ~1e-6, less per-call overhead;
     * ``"int8"`` — the quantized export ``int8`` (a path to ``<name>.int8.onnx``, see
-      :func:`helpers.export.export_int8`); the fastest, with the accuracy cost measured in chapter 06.
+      :func:`helpers.export.export_int8`); several times faster for ResNet-50, with the accuracy cost measured
+      in chapter 06; for a network as small as LeNet the quantize / dequantize steps can cost more than they save.
 
     Batches are zero-padded to the next of :data:`BATCH_BUCKETS` (larger ones run in chunks of 64): kernels are
     prepared once per input shape — about 0.1 s the first time a batch size is seen — so a few fixed shapes,
@@ -155,9 +157,10 @@ class KeypointModel:
 def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "auto") -> KeypointModel:
     """A :class:`KeypointModel` from a name (``lenet`` / ``resnet50``), a ``.keras`` path or a Keras model.
 
-    ``runtime="auto"`` (default) runs the int8 export when one exists for the current ``.keras`` file
-    (:func:`helpers.export.int8_for`), else the compiled Keras graph; ``"keras"``, ``"onnx"`` or ``"int8"``
-    choose explicitly (a Keras model object has no int8 file: ``auto`` gives ``keras`` for it).
+    ``runtime="auto"`` (default): when an int8 export exists for the current ``.keras`` file
+    (:func:`helpers.export.int8_for`), whichever of it and the float ONNX graph ran one face faster at export
+    time (:func:`helpers.export.preferred_runtime`), else the compiled Keras graph; ``"keras"``, ``"onnx"`` or
+    ``"int8"`` choose explicitly (a Keras model object has no int8 file: ``auto`` gives ``keras`` for it).
     Names and paths load through :func:`helpers.models.load_model` and are cached (per file, its mtime and the
     runtime), so the CLI, the chapters and the benchmark prepare each model once per process.
     """
@@ -180,7 +183,7 @@ def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "aut
         if runtime == "int8" and int8 is None:
             raise FileNotFoundError(f"no int8 export of {path} made from its current weights: run "
                                     f"`facekp export {model}` (needs the training data for calibration)")
-        chosen = ("int8" if int8 else "keras") if runtime == "auto" else runtime
+        chosen = (export.preferred_runtime(int8) if int8 else "keras") if runtime == "auto" else runtime
         net = models.load_model(path, compile=False)
         name = str(model) if str(model) in models.MODEL_NAMES else path.stem
         _MODEL_CACHE[key] = KeypointModel(net, name=name, warm_up=warm_up, runtime=chosen, int8=int8)

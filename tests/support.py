@@ -50,3 +50,26 @@ def write_pts(path: Path, keypoints0: np.ndarray) -> None:
 needs_real_data = pytest.mark.skipif(
     not (config.data_root() / "youtube-faces-68" / "training_frames_keypoints.csv").exists(),
     reason="real data not found: set FKP_DATA_DIR (see data/README.md)")
+
+
+def randomise_bn(model, seed: int = 7):
+    """Give every BatchNormalization layer (nested models included) random statistics and affine parameters,
+    as a trained network has: folding, widening and copying them is then checked, not a pass-through."""
+    from keras import layers
+
+    rng = np.random.default_rng(seed)
+
+    def all_layers(m):
+        for layer in m.layers:
+            yield layer
+            if hasattr(layer, "layers"):
+                yield from all_layers(layer)
+
+    for layer in all_layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            n = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.3, 2.0, n).astype("float32"))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+            layer.beta.assign(rng.normal(0, 0.2, n).astype("float32"))
+    return model

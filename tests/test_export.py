@@ -7,35 +7,19 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import onnx
 import pytest
 from keras import layers
 
 from helpers import cli, evaluate, export, models, predict
 
+from .support import randomise_bn
+
 RNG = np.random.default_rng(7)
 
 
-def _randomise_bn(model):
-    """Give every BatchNormalization layer random statistics and affine parameters (all are folded)."""
-    for layer in _all_layers(model):
-        if isinstance(layer, layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(RNG.normal(0, 0.5, n).astype("float32"))
-            layer.moving_variance.assign(RNG.uniform(0.3, 2.0, n).astype("float32"))
-            layer.gamma.assign(RNG.uniform(0.5, 1.5, n).astype("float32"))
-            layer.beta.assign(RNG.normal(0, 0.2, n).astype("float32"))
-    return model
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
 def small_lenet():
-    return _randomise_bn(models.lenet("68", filters=(4, 8, 8, 16), units=32))
+    return randomise_bn(models.lenet("68", filters=(4, 8, 8, 16), units=32))
 
 
 def small_resnet():
@@ -58,7 +42,7 @@ def small_resnet():
     outer_in = keras.Input((96, 96, 1), name="image")
     h = layers.GlobalAveragePooling2D()(trunk(outer_in))
     h = layers.Dropout(0.3)(h)
-    return _randomise_bn(keras.Model(outer_in, layers.Dense(136)(h), name="tiny_resnet"))
+    return randomise_bn(keras.Model(outer_in, layers.Dense(136)(h), name="tiny_resnet"))
 
 
 def faces(n=6):
@@ -129,11 +113,23 @@ def test_int8_export_is_found_only_while_it_matches_the_keras_file(tmp_path):
     written = export.export_int8(path, calibration_images=calibration)
     assert written == tmp_path / "tiny.int8.onnx" and export.int8_for(path) == written
 
+    # the export timed both graphs; `auto` runs the one that was faster
+    meta = {p.key: p.value for p in onnx.load(str(written)).metadata_props}
+    assert float(meta["float_ms"]) > 0 and float(meta["int8_ms"]) > 0
+    faster = "onnx" if float(meta["float_ms"]) < float(meta["int8_ms"]) else "int8"
+    assert export.preferred_runtime(written) == faster
     auto = predict.load_keypoint_model(path, runtime="auto", warm_up=False)
-    assert auto.runtime == "int8"
+    assert auto.runtime == faster
     keras_km = predict.load_keypoint_model(path, runtime="keras", warm_up=False)
     x = calibration[:4]
     np.testing.assert_allclose(auto.predict_faces(x), keras_km.predict_faces(x), atol=2.0)   # pixels of 96²
+    for float_ms, int8_ms, expected in (("0.9", "0.3", "int8"), ("0.3", "0.9", "onnx"), (None, None, "int8")):
+        proto = onnx.load(str(written))
+        kept = {k: v for k, v in meta.items() if k not in ("float_ms", "int8_ms")}
+        onnx.helper.set_model_props(proto, kept if float_ms is None else {**kept, "float_ms": float_ms,
+                                                                          "int8_ms": int8_ms})
+        onnx.save(proto, str(tmp_path / "timed.onnx"))
+        assert export.preferred_runtime(tmp_path / "timed.onnx") == expected    # None: an older export
 
     # retrained (different weights, same name): the export is stale and never used
     model.layers[-1].bias.assign(np.ones(136, "float32"))

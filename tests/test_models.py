@@ -12,7 +12,7 @@ from helpers.augment import AugmentParams
 from helpers.preprocess import Faces, normalise_keypoints
 from helpers.schemes import SCHEME_15, SCHEME_68
 
-from .support import face_68
+from .support import face_68, randomise_bn
 
 
 @pytest.mark.parametrize("scheme, k", [(SCHEME_68, 68), (SCHEME_15, 15)])
@@ -209,20 +209,8 @@ def test_parse_augment_reads_fields_and_rejects_unknown_ones():
         train.parse_augment(["flip_p=2"])
 
 
-def _randomised_lenet(filters=(16, 32, 64, 128), seed=0):
-    """A LeNet whose batch-norm layers hold non-trivial statistics (as a trained one does)."""
-    rng = np.random.default_rng(seed)
-    model = models.lenet("68", filters=filters)
-    for i in range(1, 5):
-        bn = model.get_layer(f"bn{i}")
-        n = bn.gamma.shape[0]
-        bn.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.2, n),
-                        rng.uniform(0.5, 2.0, n)])
-    return model
-
-
 def test_widen_lenet_computes_the_same_function():
-    narrow = _randomised_lenet()
+    narrow = randomise_bn(models.lenet("68"))
     x = np.random.default_rng(1).random((4, 96, 96, 1)).astype(np.float32)
     wide = models.widen_lenet(narrow, (16, 48, 96, 160), noise=0.0)
     assert [wide.get_layer(f"conv{i}").kernel.shape[-1] for i in range(1, 5)] == [16, 48, 96, 160]
@@ -242,7 +230,7 @@ def test_ema_training_checkpoints_the_averaged_weights_and_widens_its_start(tmp_
     faces = _tiny_faces(16)
     profile = config.get_profile("smoke", batch_size=4)
     start = tmp_path / "narrow.keras"
-    models.compile_model(_randomised_lenet(), "68").save(start)
+    models.compile_model(randomise_bn(models.lenet("68")), "68").save(start)
     before = models.load_model(start).get_layer("conv1").kernel.numpy()
 
     def change(ema):
