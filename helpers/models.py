@@ -40,19 +40,22 @@ PX_PER_UNIT = config.IMAGE_SIZE / 2.0     # normalised [-1, 1] → pixels of the
 # ----------------------------------------------------------------------------------------------------------
 # Architectures
 # ----------------------------------------------------------------------------------------------------------
-def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 64, 128), units: int = 256,
+def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96, 192), units: int = 256,
           name: str = "lenet") -> keras.Sequential:
     """A LeNet-inspired sequential CNN: (conv 3×3 → BN → ReLU → max-pool) × 4, dense ``units``, dropout, 2K outputs.
 
     LeNet's pattern (convolution, subsampling, repeat, then fully connected layers) with the modern
     defaults that make it train reliably: ReLU, batch normalisation, same padding. Four stages take 96² down
-    to 6² with 16 → 32 → 64 → 128 filters; the dense layer has 256 units.
+    to 6² with 16 → 32 → 96 → 192 filters; the dense layer has 256 units.
 
-    The widths are chosen for speed: 34 M multiply-adds per face, a quarter of the 32 → 256 / 512-unit version
-    the project trained first (135 M), so that one face runs in under a millisecond on two CPU cores once exported
-    (:mod:`helpers.export`). ``dropout`` defaults to 0: in the project's full runs, dropout 0.3 in front of the
-    linear output held the training error up and ended at a worse validation NME (chapter 04); augmentation is
-    the regulariser.
+    The widths are chosen for speed: 54 M multiply-adds per face, 40 % of the 32 → 256 / 512-unit version the
+    project trained first (135 M), so that one face runs in well under a millisecond on two CPU cores once
+    exported (:mod:`helpers.export`). The project first halved every width of that version (16 → 128, 34 M);
+    once trained to convergence that network fitted its own training faces barely better than the validation
+    faces, so its last two stages were widened by half (:func:`widen_lenet`, chapter 04), where the features
+    that place the points are formed. ``dropout`` defaults to 0: in the project's full runs, dropout 0.3 in
+    front of the linear output held the training error up and ended at a worse validation NME (chapter 04);
+    augmentation is the regulariser.
     """
     scheme = get_scheme(scheme)
     k2 = 2 * scheme.num_keypoints

@@ -210,7 +210,7 @@ def test_parse_augment_reads_fields_and_rejects_unknown_ones():
 
 
 def test_widen_lenet_computes_the_same_function():
-    narrow = randomise_bn(models.lenet("68"))
+    narrow = randomise_bn(models.lenet("68", filters=(16, 32, 64, 128)))
     x = np.random.default_rng(1).random((4, 96, 96, 1)).astype(np.float32)
     wide = models.widen_lenet(narrow, (16, 48, 96, 160), noise=0.0)
     assert [wide.get_layer(f"conv{i}").kernel.shape[-1] for i in range(1, 5)] == [16, 48, 96, 160]
@@ -230,7 +230,7 @@ def test_ema_training_checkpoints_the_averaged_weights_and_widens_its_start(tmp_
     faces = _tiny_faces(16)
     profile = config.get_profile("smoke", batch_size=4)
     start = tmp_path / "narrow.keras"
-    models.compile_model(randomise_bn(models.lenet("68")), "68").save(start)
+    models.compile_model(randomise_bn(models.lenet("68", filters=(16, 32, 64, 128))), "68").save(start)
     before = models.load_model(start).get_layer("conv1").kernel.numpy()
 
     def change(ema):
