@@ -637,7 +637,8 @@ def expansion_cache_path(images, keypoints, scheme, k, seed=config.DEFAULT_SEED,
     scheme = get_scheme(scheme)
     params = params if params is not None else AugmentParams()
     images, kps = _check_batch(images, keypoints, scheme)
-    return config.CACHE_DIR / "augment" / f"expand_{scheme.name}_k{k}_{_expand_key(images, kps, scheme, k, seed, params)}.npz"
+    key = _expand_key(images, kps, scheme, k, seed, params)
+    return config.CACHE_DIR / "augment" / f"expand_{scheme.name}_k{k}_{key}.npz"
 
 
 def expand(images: np.ndarray, keypoints: np.ndarray, scheme: Scheme | str, k: int,

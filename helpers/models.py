@@ -42,7 +42,7 @@ PX_PER_UNIT = config.IMAGE_SIZE / 2.0     # normalised [-1, 1] → pixels of the
 # ----------------------------------------------------------------------------------------------------------
 def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96, 192), units: int = 256,
           name: str = "lenet") -> keras.Sequential:
-    """A LeNet-inspired sequential CNN: (conv 3×3 → BN → ReLU → max-pool) × 4, dense ``units``, dropout, 2K outputs.
+    """A LeNet-inspired sequential CNN: (conv 3×3 → BN → ReLU → max-pool) × 4, dense, dropout, 2K outputs.
 
     LeNet's pattern (convolution, subsampling, repeat, then fully connected layers) with the modern
     defaults that make it train reliably: ReLU, batch normalisation, same padding. Four stages take 96² down

@@ -344,7 +344,7 @@ def test_expand_shape_originals_reproducible_and_cached(tmp_path, monkeypatch):
     np.testing.assert_array_equal(k2[0], out_im[:20])
 
 
-# ------------------------------------------------------------------------------------------------ model inputs, sequences
+# ------------------------------------------------------------------------------------------ model inputs, sequences
 def test_to_model_inputs_layout():
     images, kps = random_batch(3, SCHEME_15, 0, nan_frac=0.2)
     x, y = to_model_inputs(images, kps)
