@@ -736,8 +736,9 @@ class KeypointSequence(keras.utils.PyDataset):
 
     Determinism: the order of epoch ``e`` is ``default_rng([seed, e]).permutation(N)`` (if ``shuffle``) and the
     augmentation of batch ``i`` in epoch ``e`` draws from ``default_rng([seed, e, i])``, so every batch is the
-    same whatever the worker scheduling. ``epoch`` counts the calls of ``on_epoch_end`` (``model.fit`` makes one
-    before its first epoch, so training starts at ``epoch == 1``); it is the only state that changes.
+    same whatever the worker scheduling. ``epoch`` counts the calls of ``on_epoch_end``, one after each epoch, so
+    the first epoch of ``model.fit`` is ``epoch == 0``; it is the only state that changes (a resumed run sets it
+    to the number of epochs already done, see :func:`helpers.train.train_model`).
 
     Args:
         images: (N, 96, 96) uint8 (or float32 0-1).

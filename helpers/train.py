@@ -316,6 +316,8 @@ def train_model(model_name: str, train_faces: Faces, val_faces: Faces, profile=N
     scheme = train_faces.scheme
     train_seq, val_seq = make_sequences(train_faces, val_faces, batch_size=profile.batch_size, augment=augment,
                                         seed=seed, params=augment_params, workers=workers)
+    if resuming:    # go on with the augmentation of the epochs to come, not that of the run's first epochs
+        train_seq.epoch = len(read_history(log_csv))
     model = build_model(model_name, scheme, **(model_kwargs or {}))
     if init_from and not resuming:
         from .models import load_model

@@ -144,7 +144,13 @@ def test_a_short_training_run_lowers_the_loss_on_a_fixed_batch():
     assert np.mean(losses[-3:]) < 0.6 * losses[0]
 
 
-def test_train_model_writes_checkpoint_log_and_resumes(tmp_path):
+def test_train_model_writes_checkpoint_log_and_resumes(tmp_path, monkeypatch):
+    from helpers.augment import KeypointSequence
+
+    drawn = []                                  # the epoch each training batch draws its augmentation for
+    getitem = KeypointSequence.__getitem__
+    monkeypatch.setattr(KeypointSequence, "__getitem__",
+                        lambda self, i: (self.augmenter and drawn.append(self.epoch)) or getitem(self, i))
     faces = _tiny_faces(16)
     profile = config.get_profile("smoke", batch_size=8)
     run = tmp_path / "run"
@@ -162,8 +168,15 @@ def test_train_model_writes_checkpoint_log_and_resumes(tmp_path):
     again = train.summarise_run(run, "interrupted")
     assert again.epochs == 2 and json.loads((run / "summary.json").read_text())["stopped_by"] == "interrupted"
     # running it again with more epochs continues from the backup instead of starting over
+    drawn.clear()
     r2 = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=3, verbose=0)
     assert r2.epochs == 3 and r2.history["epoch"].tolist() == [0, 1, 2]
+    # ... with the augmentation an uninterrupted run draws for its third epoch, not that of its first
+    resumed = drawn[0]
+    drawn.clear()
+    train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, tmp_path / "straight", epochs=3,
+                      verbose=0)
+    assert resumed == drawn[2 * 2] > drawn[0]                   # 2 batches of 8 faces per epoch
 
 
 def test_save_and_load_round_trip_in_safe_mode(tmp_path):
