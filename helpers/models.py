@@ -92,6 +92,33 @@ def resnet50(scheme: Scheme | str = "68", dropout: float = 0.0, name: str = "res
     return keras.Model(inputs, outputs, name=name)
 
 
+def batchnorm_layers(model: keras.Model) -> list:
+    """Every ``BatchNormalization`` layer of ``model``, nested models (the ResNet-50 trunk) included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(batchnorm_layers(layer))
+    return found
+
+
+def freeze_batchnorm(model: keras.Model, frozen: bool = True) -> int:
+    """Make batch normalisation behave as at inference while the rest of ``model`` trains (or undo it).
+
+    A frozen layer (``trainable=False``; Keras 3 then runs it in inference mode) normalises with its moving
+    statistics and keeps them and its scale/offset fixed, so that training and validation see the same network:
+    the usual way to fine-tune a trained model (keras.io, "Transfer learning & fine-tuning"). Returns the number of
+    layers changed. Call it before compiling.
+    """
+    changed = 0
+    for layer in batchnorm_layers(model):
+        if layer.trainable == frozen:
+            layer.trainable = not frozen
+            changed += 1
+    return changed
+
+
 def widen_lenet(model: keras.Model, filters, noise: float = 0.01, seed: int = 0) -> keras.Sequential:
     """A wider :func:`lenet` that computes the same function as ``model`` (Net2WiderNet, Chen et al., ICLR 2016).
 

@@ -260,3 +260,26 @@ def test_ema_training_checkpoints_the_averaged_weights_and_widens_its_start(tmp_
     assert json.loads((r.run_dir / "summary.json").read_text())["ema"] == 0.9999
     with pytest.raises(ValueError, match="ema"):
         models.compile_model(models.lenet("68"), "68", ema=1.5)
+
+
+def test_freeze_bn_fine_tunes_with_fixed_statistics_and_publishes_unfrozen(tmp_path):
+    faces = _tiny_faces(16)
+    profile = config.get_profile("smoke", batch_size=4)
+    start = tmp_path / "start.keras"
+    models.compile_model(randomise_bn(models.lenet("68")), "68").save(start)
+    before = models.load_model(start)
+    r = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, tmp_path / "run", epochs=2,
+                          learning_rate=1e-2, verbose=0, init_from=start, freeze_bn=True)
+    bn, bn0 = r.model.get_layer("bn1"), before.get_layer("bn1")
+    assert not bn.trainable
+    for w, w0 in zip(bn.get_weights(), bn0.get_weights()):      # gamma, beta, moving mean and variance
+        np.testing.assert_array_equal(w, w0)
+    assert np.abs(r.model.get_layer("conv1").kernel.numpy() - before.get_layer("conv1").kernel.numpy()).max() > 0
+    assert json.loads((r.run_dir / "summary.json").read_text())["freeze_bn"] is True
+    # unfrozen, the same network: an ordinary model to train further
+    published = models.load_model(train.export_model(r.model, tmp_path / "published.keras"))
+    assert all(layer.trainable for layer in models.batchnorm_layers(published))
+    x = faces.images[:4]
+    np.testing.assert_allclose(published.predict_on_batch(x), r.model.predict_on_batch(x), atol=1e-5)
+    # the ResNet-50 trunk is a nested model: its 53 BN layers are found too
+    assert models.freeze_batchnorm(models.resnet50("68")) == 53
