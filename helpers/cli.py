@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-calibration", action="store_true", help="crop the raw detector boxes (the seed's "
                    "framing; for comparison only)")
     p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx", "int8"],
-                   help="forward pass: auto (int8 export when present, else Keras; default), keras, onnx, int8")
+                   help="forward pass: auto (default: with an int8 export, the faster of it and the float ONNX "
+                   "graph; else Keras), keras, onnx, int8")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_predict)
 
