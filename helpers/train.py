@@ -222,7 +222,7 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
     whole = pd.concat(frames, ignore_index=True)
     out = dict(summary)
     keys = ("epochs_run", "best_epoch", "train_seconds", "stopped_by", "model_kwargs", "loss", "learning_rate",
-            "augment", "init_from", "finished")
+            "augment", "init_from", "ema", "freeze_bn", "finished")
     out["lineage"] = [entry for _, s in reversed(parts)
                       for entry in (s["lineage"] if "lineage" in s else [{k: s.get(k) for k in keys}])]
     for entry in [out] + out["lineage"]:
@@ -762,13 +762,14 @@ def describe_augment(changes) -> str:
 
 def runs_table(summary: dict) -> pd.DataFrame:
     """One row per run of a model's lineage (``summary["lineage"]``, see :func:`lineage`): epochs, best epoch,
-    minutes, what stopped it, loss, learning rate, augmentation (changes to chapter 03's defaults) and what it
-    started from."""
+    minutes, what stopped it, loss, learning rate, augmentation (changes to chapter 03's defaults), whether batch
+    normalisation was frozen (``freeze_bn``) and what it started from."""
     runs = summary.get("lineage") or [summary]
     rows = [{"epochs": r.get("epochs_run"), "best epoch": r.get("best_epoch"),
              "minutes": round((r.get("train_seconds") or 0) / 60, 1), "stopped by": r.get("stopped_by"),
              "loss": r.get("loss") or "not recorded", "learning rate": r.get("learning_rate") or "not recorded",
              "augmentation": describe_augment(r.get("augment")),
+             "batch norm": "frozen" if r.get("freeze_bn") else "trained",
              "started from": r.get("init_from") or "random weights"} for r in runs]
     return pd.DataFrame(rows, index=pd.RangeIndex(1, len(rows) + 1, name="run"))
 
