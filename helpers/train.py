@@ -527,6 +527,7 @@ def model_card(model_name: str, repeats: int = 50) -> tuple[str, dict]:
                 + ", ".join(f"{r['epochs_run']} epochs ({r['train_seconds'] / 60:.0f} min, "
                             + (f"{r['loss']} loss at lr {r['learning_rate']:g}, " if r.get("loss") else "")
                             + (f"augmentation: {describe_augment(r.get('augment'))}, " if "augment" in r else "")
+                            + ("batch normalisation frozen, " if r.get("freeze_bn") else "")
                             + f"model arguments {r.get('model_kwargs') or 'default'})" for r in runs)
                 ) if len(runs) > 1 else ""
         lines.append(f"- training: profile `{s.get('profile')}`, {s.get('epochs_run')} epochs (the last run planned "
