@@ -53,12 +53,14 @@ def test_runs_table_describes_each_run():
         {"epochs_run": 10, "best_epoch": 8, "train_seconds": 600, "stopped_by": "epochs", "loss": "mae",
          "learning_rate": 1e-3, "augment": {}, "init_from": None},
         {"epochs_run": 5, "best_epoch": 5, "train_seconds": 120, "stopped_by": "time_limit", "loss": "wing",
-         "learning_rate": 1e-4, "augment": {"flip_p": 0.0, "scale": [0.95, 1.05]}, "init_from": "models/a.keras"}]}
+         "learning_rate": 1e-4, "augment": {"flip_p": 0.0, "scale": [0.95, 1.05]}, "init_from": "models/a.keras",
+         "freeze_bn": True}]}
     table = train.runs_table(summary)
     assert table.index.tolist() == [1, 2] and table["minutes"].tolist() == [10.0, 2.0]
     assert table.loc[1, "augmentation"] == "chapter 03 defaults (with flips)"
     assert table.loc[2, "augmentation"] == "flip_p=0, scale=(0.95, 1.05)"
     assert table.loc[1, "started from"] == "random weights" and table.loc[2, "loss"] == "wing"
+    assert table["batch norm"].tolist() == ["trained", "frozen"]
     assert train.describe_augment(None) == "not recorded" and train.describe_augment("off") == "off"
 
 
