@@ -195,7 +195,8 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
 
     Only the parent's epochs up to its best one count (the weights the child started from); the child's epochs
     follow them, numbered on. In the returned summary ``epochs_run``, ``best_epoch`` and ``train_seconds`` count
-    the whole lineage; ``lineage`` lists each run's own numbers.
+    the whole lineage; ``lineage`` lists each run's own numbers. A run that started from a committed model and was
+    then published over it returns the published record.
     """
     run_dir = Path(run_dir)
     history = read_history(run_dir / "log.csv")
@@ -208,6 +209,8 @@ def lineage(run_dir) -> tuple[pd.DataFrame, dict]:
             break
         ps = json.loads(summ.read_text())
         ph = read_history(log)
+        if "lineage" in ps and summary.get("finished") and ps.get("finished") == summary["finished"]:
+            return ph, ps               # the run was published over its own start: that record is already whole
         if "lineage" in ps:             # a published history is already the whole lineage
             parts.append((ph.iloc[:ps["best_epoch"]], ps))
             break

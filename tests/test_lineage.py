@@ -72,3 +72,22 @@ def test_model_record_describes_its_lineage():
     text = train.ModelRecord(None, None, summary, "committed", config.MODELS_DIR / "lenet.keras").describe()
     assert text.splitlines()[0] == "model: committed (models/lenet.keras)"
     assert "15 epochs in 2 run(s)" in text and "15.0 min" in text and "6.19 %" in text
+
+
+def test_a_run_published_over_its_own_start_is_not_counted_twice(tmp_path):
+    parent = _run(tmp_path / "a", epochs=10, best=6, seconds=10.0)
+    committed = tmp_path / "models"
+    committed.mkdir()
+    history, summary = train.lineage(parent)
+    history.to_csv(committed / "m_history.csv", index=False)
+    (committed / "m_summary.json").write_text(json.dumps(summary))
+    child = _run(tmp_path / "b", epochs=4, best=3, seconds=5.0, init_from=str(committed / "m.keras"))
+    record = json.loads((child / "summary.json").read_text()) | {"finished": "2026-11-23T13:53:27+00:00"}
+    (child / "summary.json").write_text(json.dumps(record))
+    history, summary = train.lineage(child)
+    assert [r["epochs_run"] for r in summary["lineage"]] == [10, 4]
+    # publish: the committed record now ends with the child itself, which still names it as its start
+    history.to_csv(committed / "m_history.csv", index=False)
+    (committed / "m_summary.json").write_text(json.dumps(summary))
+    again, summary2 = train.lineage(child)
+    assert [r["epochs_run"] for r in summary2["lineage"]] == [10, 4] and len(again) == len(history)
