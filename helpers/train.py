@@ -45,7 +45,7 @@ from .preprocess import Faces
 __all__ = ["load_training_data", "train_model", "summarise_run", "TrainResult", "publish", "export_model",
            "read_history", "get_or_train", "ModelRecord", "plot_history", "runs_table", "describe_augment",
            "model_card", "write_model_cards", "TRAIN_SPECS", "VAL_SPEC", "TRAIN_AUGMENT", "parse_augment",
-           "augment_changes"]
+           "augment_changes", "parse_repeats"]
 
 TRAIN_SPECS = ("youtube-faces-68", "300w/helen-train")   # training splits of these (never AFW, never test)
 VAL_SPEC = "youtube-faces-68"                           # its identity-disjoint validation split
@@ -70,13 +70,29 @@ def concat_faces(parts: list[Faces], source: str) -> Faces:
 
 
 def load_training_data(profile=None, train_specs=TRAIN_SPECS, val_spec: str = VAL_SPEC,
-                       progress: bool = False) -> tuple[Faces, Faces]:
-    """(training faces, validation faces): the ``train`` splits of ``train_specs`` and ``val_spec``'s ``val``."""
+                       progress: bool = False, repeats: dict[str, int] | None = None) -> tuple[Faces, Faces]:
+    """(training faces, validation faces): the ``train`` splits of ``train_specs`` and ``val_spec``'s ``val``.
+
+    ``repeats`` oversamples: ``{"300w/helen-train": 3}`` puts each HELEN training face into the training set three
+    times (on-the-fly augmentation makes every copy a different sample). The training source then reads
+    ``300w/helen-train:train*3``.
+    """
     from .splits import load_faces
 
+    repeats = dict(repeats or {})
+    unknown = sorted(set(repeats) - set(train_specs))
+    if unknown:
+        raise ValueError(f"repeats name data sets that are not trained on: {unknown} (training: {list(train_specs)})")
+    bad = {s: k for s, k in repeats.items() if not isinstance(k, int) or isinstance(k, bool) or k < 1}
+    if bad:
+        raise ValueError(f"repeats must be whole numbers >= 1, got {bad}")
     profile = profile or config.get_profile()
-    train = concat_faces([load_faces(s, "train", max_faces=profile.max_faces, progress=progress)
-                          for s in train_specs], "+".join(f"{s}:train" for s in train_specs))
+    parts, labels = [], []
+    for spec in train_specs:
+        k = repeats.get(spec, 1)
+        parts += [load_faces(spec, "train", max_faces=profile.max_faces, progress=progress)] * k
+        labels.append(f"{spec}:train" + (f"*{k}" if k > 1 else ""))
+    train = concat_faces(parts, "+".join(labels))
     val = load_faces(val_spec, "val", max_faces=profile.max_faces, progress=progress)
     return train, val
 
@@ -596,6 +612,20 @@ def _model_kwargs(args) -> dict | None:
     return {k: v for k, v in kwargs.items() if v is not None} or None
 
 
+def parse_repeats(items, error=None) -> dict[str, int]:
+    """``["300w/helen-train=3"]`` → ``{"300w/helen-train": 3}``; a malformed item calls ``error`` (or raises)."""
+    out = {}
+    for item in items or ():
+        spec, sep, text = item.rpartition("=")
+        if not sep or not spec.strip() or not text.strip().isdigit():
+            message = f"--repeat {item!r}: expected SPEC=K with K a whole number, e.g. 300w/helen-train=3"
+            if error is None:
+                raise ValueError(message)
+            error(message)
+        out[spec.strip()] = int(text)
+    return out
+
+
 def parse_augment(items, error=None):
     """:data:`TRAIN_AUGMENT` with the changes ``["rotation_deg=10", "scale=(0.95, 1.05)", ...]`` (None: unchanged).
 
@@ -634,6 +664,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--loss", default="mae", choices=MaskedLoss.KINDS)
     parser.add_argument("--no-helen", action="store_true", help="train on YouTube-Faces only")
+    parser.add_argument("--repeat", nargs="+", default=None, metavar="SPEC=K",
+                        help="oversample a training data set K times, e.g. --repeat 300w/helen-train=3")
     parser.add_argument("--no-augment", action="store_true")
     parser.add_argument("--augment", nargs="+", default=None, metavar="FIELD=VALUE",
                         help="change fields of the training augmentation (helpers.train.TRAIN_AUGMENT), e.g. "
@@ -678,7 +710,7 @@ def main(argv=None) -> int:
         print(msg, flush=True)
 
     specs = ("youtube-faces-68",) if args.no_helen else TRAIN_SPECS
-    train_faces, val_faces = load_training_data(profile, specs)
+    train_faces, val_faces = load_training_data(profile, specs, repeats=parse_repeats(args.repeat, parser.error))
     log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} start {args.model} profile={profile.name} "
         f"train={len(train_faces)} ({train_faces.source}) val={len(val_faces)} keras={keras.__version__} "
         f"backend={keras.backend.backend()}")

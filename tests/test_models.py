@@ -222,6 +222,25 @@ def test_parse_augment_reads_fields_and_rejects_unknown_ones():
         train.parse_augment(["flip_p=2"])
 
 
+def test_training_data_oversamples_a_data_set(tiny_youtube, monkeypatch, tmp_path):
+    monkeypatch.setenv("FKP_DATA_DIR", str(tiny_youtube))
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    profile = config.get_profile("smoke")
+    once, val = train.load_training_data(profile, ("youtube-faces-68",))
+    thrice, val3 = train.load_training_data(profile, ("youtube-faces-68",), repeats={"youtube-faces-68": 3})
+    assert len(once) > 0 and len(thrice) == 3 * len(once) and len(val3) == len(val)
+    np.testing.assert_array_equal(thrice.keypoints[len(once):2 * len(once)], once.keypoints)
+    assert once.source == "youtube-faces-68:train" and thrice.source == "youtube-faces-68:train*3"
+    with pytest.raises(ValueError, match="not trained on"):
+        train.load_training_data(profile, ("youtube-faces-68",), repeats={"300w/helen-train": 2})
+    with pytest.raises(ValueError, match="whole numbers"):
+        train.load_training_data(profile, ("youtube-faces-68",), repeats={"youtube-faces-68": 0})
+    assert train.parse_repeats(["300w/helen-train=3"]) == {"300w/helen-train": 3}
+    assert train.parse_repeats(None) == {}
+    with pytest.raises(ValueError, match="SPEC=K"):
+        train.parse_repeats(["300w/helen-train=x"])
+
+
 def test_widen_lenet_computes_the_same_function():
     narrow = randomise_bn(models.lenet("68", filters=(16, 32, 64, 128)))
     x = np.random.default_rng(1).random((4, 96, 96, 1)).astype(np.float32)
