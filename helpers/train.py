@@ -710,7 +710,10 @@ def main(argv=None) -> int:
         print(msg, flush=True)
 
     specs = ("youtube-faces-68",) if args.no_helen else TRAIN_SPECS
-    train_faces, val_faces = load_training_data(profile, specs, repeats=parse_repeats(args.repeat, parser.error))
+    try:
+        train_faces, val_faces = load_training_data(profile, specs, repeats=parse_repeats(args.repeat, parser.error))
+    except ValueError as exc:                # e.g. --repeat of a data set left out by --no-helen
+        parser.error(str(exc))
     log(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} start {args.model} profile={profile.name} "
         f"train={len(train_faces)} ({train_faces.source}) val={len(val_faces)} keras={keras.__version__} "
         f"backend={keras.backend.backend()}")

@@ -239,6 +239,10 @@ def test_training_data_oversamples_a_data_set(tiny_youtube, monkeypatch, tmp_pat
     assert train.parse_repeats(None) == {}
     with pytest.raises(ValueError, match="SPEC=K"):
         train.parse_repeats(["300w/helen-train=x"])
+    with pytest.raises(SystemExit) as exit_info:      # the command line says so as a usage error, not a traceback
+        train.main(["--model", "lenet", "--no-helen", "--repeat", "300w/helen-train=2", "--run-dir",
+                    str(tmp_path / "run")])
+    assert exit_info.value.code == 2
 
 
 def test_widen_lenet_computes_the_same_function():
