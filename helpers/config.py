@@ -57,32 +57,37 @@ def data_root() -> Path:
 
 @dataclass(frozen=True)
 class Profile:
-    """All sizes a notebook, a test or the CLI uses, in one place.
+    """All sizes a chapter, a test or a training run uses, in one place.
 
-    ``max_faces`` limits how many faces a loader reads per data set (``None``: all).
+    ``max_faces`` limits how many faces a loader reads per data set (``None``: all); ``epoch_fraction`` scales a
+    recipe's epochs (and early-stopping patience), at least one and at most ``max_epochs``.
     """
 
     name: str
     max_faces: int | None
-    batch_size: int
-    lenet_epochs: int
-    resnet_epochs: int
+    epoch_fraction: float
+    max_epochs: int | None
+    batch_size: int              # batches shown in chapter 03 (a recipe sets its own)
     expansion_factor: int        # k of the offline dataset expansion (chapter 03)
-    patience: int                # EarlyStopping patience, in epochs
     eval_max_faces: int | None   # faces per evaluation set
     benchmark_repeats: int
+
+    def epochs(self, full: int) -> int:
+        """The number of epochs this profile runs of a recipe planned for ``full`` epochs."""
+        n = max(1, round(full * self.epoch_fraction))
+        return min(n, self.max_epochs) if self.max_epochs else n
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", max_faces=120, batch_size=16, lenet_epochs=1, resnet_epochs=1,
-                     expansion_factor=2, patience=1, eval_max_faces=40, benchmark_repeats=3),
-    "quick": Profile("quick", max_faces=1200, batch_size=32, lenet_epochs=15, resnet_epochs=4,
-                     expansion_factor=3, patience=5, eval_max_faces=400, benchmark_repeats=20),
-    "full": Profile("full", max_faces=None, batch_size=32, lenet_epochs=200, resnet_epochs=60,
-                    expansion_factor=5, patience=20, eval_max_faces=None, benchmark_repeats=100),
+    "smoke": Profile("smoke", max_faces=120, epoch_fraction=0.02, max_epochs=2, batch_size=16,
+                     expansion_factor=2, eval_max_faces=40, benchmark_repeats=3),
+    "quick": Profile("quick", max_faces=1200, epoch_fraction=0.1, max_epochs=None, batch_size=32,
+                     expansion_factor=3, eval_max_faces=400, benchmark_repeats=20),
+    "full": Profile("full", max_faces=None, epoch_fraction=1.0, max_epochs=None, batch_size=32,
+                    expansion_factor=5, eval_max_faces=None, benchmark_repeats=100),
 }
 DEFAULT_PROFILE = "quick"
 

@@ -20,8 +20,13 @@ Loss and metrics are registered Keras objects (package ``facekp``), so a saved m
 """
 from __future__ import annotations
 
+import os
+import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 from keras import layers, ops
@@ -29,7 +34,7 @@ from keras import layers, ops
 from . import config
 from .schemes import Scheme, get_scheme
 
-__all__ = ["lenet", "resnet50", "widen_lenet", "build_model", "compile_model", "MaskedLoss", "NME", "RMSEPixels",
+__all__ = ["lenet", "resnet50", "build_model", "compile_model", "MaskedLoss", "NME", "RMSEPixels",
            "load_model", "model_path", "save_model", "MODEL_NAMES", "count_params"]
 
 MODEL_NAMES = ("lenet", "resnet50")
@@ -48,14 +53,8 @@ def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96
     defaults that make it train reliably: ReLU, batch normalisation, same padding. Four stages take 96² down
     to 6² with 16 → 32 → 96 → 192 filters; the dense layer has 256 units.
 
-    The widths are chosen for speed: 54 M multiply-adds per face, 40 % of the 32 → 256 / 512-unit version the
-    project trained first (135 M), so that one face runs in well under a millisecond on two CPU cores once
-    exported (:mod:`helpers.export`). The project first halved every width of that version (16 → 128, 34 M);
-    once trained to convergence that network fitted its own training faces barely better than the validation
-    faces, so its last two stages were widened by half (:func:`widen_lenet`, chapter 04), where the features
-    that place the points are formed. ``dropout`` defaults to 0: in the project's full runs, dropout 0.3 in
-    front of the linear output held the training error up and ended at a worse validation NME (chapter 04);
-    augmentation is the regulariser.
+    The widths keep it fast (54 M multiply-adds per face, well under a millisecond on two CPU cores once
+    exported by :mod:`helpers.export`); augmentation, not dropout, is its regulariser (``dropout`` defaults to 0).
     """
     scheme = get_scheme(scheme)
     k2 = 2 * scheme.num_keypoints
@@ -78,8 +77,6 @@ def resnet50(scheme: Scheme | str = "68", dropout: float = 0.0, name: str = "res
 
     ``keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 1))`` maps 96² to a
     3×3×2048 feature map (stride 32). The head: global average pooling, dropout, a dense layer of 2K outputs.
-    ``dropout`` defaults to 0, as for :func:`lenet`: the committed model's first run used 0.2, its continuation
-    (warm start, chapter 05) 0.
     """
     scheme = get_scheme(scheme)
     k2 = 2 * scheme.num_keypoints
@@ -92,78 +89,8 @@ def resnet50(scheme: Scheme | str = "68", dropout: float = 0.0, name: str = "res
     return keras.Model(inputs, outputs, name=name)
 
 
-def batchnorm_layers(model: keras.Model) -> list:
-    """Every ``BatchNormalization`` layer of ``model``, nested models (the ResNet-50 trunk) included."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(batchnorm_layers(layer))
-    return found
-
-
-def freeze_batchnorm(model: keras.Model, frozen: bool = True) -> int:
-    """Make batch normalisation behave as at inference while the rest of ``model`` trains (or undo it).
-
-    A frozen layer (``trainable=False``; Keras 3 then runs it in inference mode) normalises with its moving
-    statistics and keeps them and its scale/offset fixed, so that training and validation see the same network:
-    the usual way to fine-tune a trained model (keras.io, "Transfer learning & fine-tuning"). Returns the number of
-    layers changed. Call it before compiling.
-    """
-    changed = 0
-    for layer in batchnorm_layers(model):
-        if layer.trainable == frozen:
-            layer.trainable = not frozen
-            changed += 1
-    return changed
-
-
-def widen_lenet(model: keras.Model, filters, noise: float = 0.01, seed: int = 0) -> keras.Sequential:
-    """A wider :func:`lenet` that computes the same function as ``model`` (Net2WiderNet, Chen et al., ICLR 2016).
-
-    Each stage's new channels copy randomly chosen old ones (their convolution kernel and batch-norm
-    parameters and statistics); the next layer divides the weights it reads from a copied channel by the
-    number of copies, so the sum it forms is unchanged. The last stage feeds the flattened 6×6×C map to ``fc1``,
-    whose rows are split the same way. ``noise`` (relative to each kernel's standard deviation) perturbs the
-    copies' kernels so that training can tell them apart; with ``noise=0`` the output is the same up to
-    rounding. Training then continues from a network that is as good as the narrow one, not from scratch.
-    """
-    old = [model.get_layer(f"conv{i}").kernel.shape[-1] for i in range(1, 5)]
-    filters = tuple(int(f) for f in filters)
-    if len(filters) != len(old) or any(f < o for f, o in zip(filters, old)):
-        raise ValueError(f"filters {filters} must have one width per stage, each at least {tuple(old)}")
-    rng = np.random.default_rng(seed)
-    k2 = model.get_layer("keypoints").units
-    fc1 = model.get_layer("fc1")
-    wide = lenet(_scheme_for(k2), dropout=model.get_layer("dropout").rate, filters=filters,
-                 units=fc1.units, name=model.name)
-    weights = {layer.name: [np.asarray(w, dtype="float32") for w in layer.get_weights()] for layer in model.layers}
-    incoming = np.arange(1)                       # channel map of the stage's input (the gray image: itself)
-    counts = np.ones(1)
-    for i, (o, f) in enumerate(zip(old, filters), start=1):
-        mapping = np.concatenate([np.arange(o), rng.integers(0, o, f - o)])
-        kernel = weights[f"conv{i}"][0][:, :, incoming, :] / counts[incoming][None, None, :, None]
-        kernel = kernel[..., mapping]
-        if f > o and noise:
-            kernel[..., o:] += rng.normal(0, noise * kernel.std(), kernel[..., o:].shape).astype("float32")
-        wide.get_layer(f"conv{i}").set_weights([kernel])
-        wide.get_layer(f"bn{i}").set_weights([w[mapping] for w in weights[f"bn{i}"]])
-        incoming, counts = mapping, np.bincount(mapping, minlength=o).astype("float32")
-    w1, b1 = weights["fc1"]
-    side = model.get_layer("flatten").output.shape[1] // old[-1]         # 6 × 6 positions
-    rows = w1.reshape(side, old[-1], -1)[:, incoming, :] / counts[incoming][None, :, None]
-    wide.get_layer("fc1").set_weights([rows.reshape(side * filters[-1], -1), b1])
-    wide.get_layer("keypoints").set_weights(weights["keypoints"])
-    return wide
-
-
-def _scheme_for(outputs: int) -> Scheme:
-    return get_scheme(str(outputs // 2))
-
-
 def build_model(name: str, scheme: Scheme | str = "68", **kwargs) -> keras.Model:
-    """``lenet`` or ``resnet50`` by name."""
+    """``lenet`` or ``resnet50`` by name (``kwargs``: e.g. ``dropout``)."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
     return {"lenet": lenet, "resnet50": resnet50}[name](scheme, **kwargs)
@@ -313,21 +240,16 @@ class RMSEPixels(keras.metrics.Metric):
         return {"name": self.name, "dtype": self.dtype}
 
 
-def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate: float = 1e-3,
-                  loss: str = "mae", steps_per_execution: int = 1, jit_compile="auto",
-                  ema: float | None = None) -> keras.Model:
-    """Adam, the masked loss and the NME / RMSE metrics.
+def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate=1e-3, loss: str = "mae",
+                  wing_px=(10.0, 2.0), weight_decay: float = 0.0, clipnorm: float | None = None) -> keras.Model:
+    """Adam (AdamW with ``weight_decay``), the masked loss and the NME / RMSE metrics.
 
-    ``ema``: keep an exponential moving average of the weights with this momentum (Adam's ``use_ema``); pair it
-    with ``keras.callbacks.SwapEMAWeights`` so that validation and checkpoints see the averaged weights.
+    ``learning_rate`` is a number or a ``keras.optimizers.schedules.LearningRateSchedule``.
     """
-    if ema is not None and not 0.0 < ema < 1.0:
-        raise ValueError(f"ema momentum must be in (0, 1), got {ema!r}")
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, use_ema=ema is not None,
-                                      ema_momentum=ema if ema is not None else 0.99)
-    model.compile(optimizer=optimizer,
-                  loss=MaskedLoss(loss), metrics=[NME(get_scheme(scheme).name), RMSEPixels()],
-                  steps_per_execution=steps_per_execution, jit_compile=jit_compile)
+    optimizer = (keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, clipnorm=clipnorm)
+                 if weight_decay else keras.optimizers.Adam(learning_rate, clipnorm=clipnorm))
+    model.compile(optimizer=optimizer, loss=MaskedLoss(loss, wing_px=wing_px),
+                  metrics=[NME(get_scheme(scheme).name), RMSEPixels()])
     return model
 
 
@@ -335,99 +257,85 @@ def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate
 # Saving and loading
 # ----------------------------------------------------------------------------------------------------------
 def model_path(name: str) -> Path:
-    """``models/<name>.keras`` (the committed model)."""
-    return config.MODELS_DIR / f"{name}.keras"
+    """``models/<name>/model.keras``: the model its recipe ``recipes/<name>.toml`` trained."""
+    return config.MODELS_DIR / name / "model.keras"
 
 
 def resolve_model_path(name_or_path) -> Path:
-    """The ``.keras`` file behind a model name (committed file, else its run's best checkpoint) or a path."""
-    p = Path(str(name_or_path)).expanduser()
-    if str(name_or_path) in MODEL_NAMES:
-        committed = model_path(str(name_or_path))
-        if committed.exists():
-            return committed
-        best = config.RUNS_DIR / str(name_or_path) / "best.keras"
-        if best.exists():
-            return best
-        raise FileNotFoundError(
-            f"no trained {name_or_path!r} model: neither {committed} nor {best} exists. Train one with "
-            f"`python -m helpers.train --model {name_or_path}` (or run its chapter with TRAIN = True).")
+    """The ``.keras`` file behind a model name (``lenet``, ``resnet50``, ``lenet15``) or a path."""
+    text = str(name_or_path)
+    if Path(text).suffix != ".keras" and "/" not in text:
+        path = model_path(text)
+        if not path.exists():
+            raise FileNotFoundError(f"no trained {text!r} model at {path}: train it with `facekp train "
+                                    f"recipes/{text}.toml --profile full --out models/{text}`")
+        return path
+    p = Path(text).expanduser()
     if p.suffix != ".keras":
-        raise ValueError(f"expected a model name {MODEL_NAMES} or a path to a .keras file, got {name_or_path!r}")
-    if not p.exists():
+        raise ValueError(f"expected a model name or a path to a .keras file, got {text!r}")
+    if not p.is_file():
         raise FileNotFoundError(f"model file not found: {p}")
     return p
 
 
 def load_model(name_or_path, compile: bool = True) -> keras.Model:
-    """Load ``"lenet"`` / ``"resnet50"`` (``models/<name>.keras``, else the best checkpoint of its training
-    run under ``models/runs/<name>/``) or any ``.keras`` path, with ``safe_mode=True``.
-
-    The returned model always computes in float32, also when its file stores half-precision weights.
-    """
-    import warnings
-
+    """Load a model by name or ``.keras`` path with ``safe_mode=True``; it computes in float32."""
     path = resolve_model_path(name_or_path)
     with warnings.catch_warnings():
-        # exported models carry a fresh, unbuilt optimizer (no state): nothing to restore, nothing lost
+        # saved models carry a fresh, unbuilt optimizer (no state): nothing to restore, nothing lost
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model = keras.models.load_model(path, compile=compile, safe_mode=True)
     model.source_path = str(path)
     return model
 
 
-def save_model(model: keras.Model, path, half_precision: bool = False) -> Path:
-    """Save ``model`` as ``.keras``; with ``half_precision`` the large weight arrays are stored as float16.
+def save_model(model: keras.Model, path, half_precision: bool | None = None) -> Path:
+    """Save ``model`` without optimizer state, atomically (a temporary name, then a rename).
 
-    Half precision halves the file (ResNet-50: ~95 MB → ~48 MB). Only arrays of 1024 values or more (conv and
-    dense kernels) are converted; batch-norm statistics and biases stay float32. Keras casts the stored values
-    back to each variable's float32 dtype on loading, so the loaded model computes in float32.
+    ``half_precision`` (default: when the weights exceed 90 MB, i.e. ResNet-50) stores conv and dense kernels as
+    float16, which halves the file; Keras casts them back to float32 on loading.
     """
-    import os
-    import shutil
-    import tempfile
-    import zipfile
-
-    import h5py
-
     path = Path(path)
+    fresh = keras.models.clone_model(model)
+    fresh.set_weights(model.get_weights())
+    compile_model(fresh, str(int(fresh.output_shape[-1]) // 2))
+    if half_precision is None:
+        half_precision = sum(int(np.prod(w.shape)) * 4 for w in fresh.weights) > 90e6
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(dir=path.parent))
-    try:
-        raw = tmpdir / "model.keras"
-        model.save(raw)
-        if not half_precision:
-            os.replace(raw, path)
-            return path
-        out = tmpdir / "half.keras"
-        with zipfile.ZipFile(raw) as zin, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zout:
-            for item in zin.infolist():
-                data = zin.read(item.filename)
-                if item.filename.endswith(".h5"):
-                    src, dst = tmpdir / "in.h5", tmpdir / "out.h5"
-                    src.write_bytes(data)
-                    with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
-                        _copy_h5(fin, fout)
-                    data = dst.read_bytes()
-                zout.writestr(item.filename, data)
-        os.replace(out, path)
-        return path
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / "model.keras"
+        fresh.save(raw)
+        if half_precision:
+            raw = _halve(raw, Path(tmp))
+        os.replace(raw, path)
+    return path
+
+
+def _halve(src: Path, tmp: Path) -> Path:
+    """A copy of the ``.keras`` archive ``src`` whose float32 arrays of 1024+ values are float16."""
+    out = tmp / "half.keras"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith(".h5"):
+                (tmp / "in.h5").write_bytes(data)
+                with h5py.File(tmp / "in.h5", "r") as fin, h5py.File(tmp / "out.h5", "w") as fout:
+                    _copy_h5(fin, fout)
+                data = (tmp / "out.h5").read_bytes()
+            zout.writestr(item.filename, data)
+    return out
 
 
 def _copy_h5(src, dst) -> None:
-    import h5py
-
     for k, v in src.attrs.items():
         dst.attrs[k] = v
     for key, item in src.items():
         if isinstance(item, h5py.Group):
             _copy_h5(item, dst.create_group(key))
-        else:
-            arr = item[()]
-            if isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.size >= 1024:
-                arr = arr.astype(np.float16)
-            ds = dst.create_dataset(key, data=arr)
-            for k, v in item.attrs.items():
-                ds.attrs[k] = v
+            continue
+        arr = item[()]
+        if isinstance(arr, np.ndarray) and arr.dtype == np.float32 and arr.size >= 1024:
+            arr = arr.astype(np.float16)
+        ds = dst.create_dataset(key, data=arr)
+        for k, v in item.attrs.items():
+            ds.attrs[k] = v

@@ -1,0 +1,166 @@
+"""Training runs as data: a recipe (``recipes/*.toml``) holds every choice of a run, an experiment
+(``experiments/*.toml``) names a base recipe and overrides a few keys.
+
+A recipe has six tables; every key is checked, and an unknown key or a bad value is an error naming the file and
+the key. The profile (:mod:`helpers.config`) scales only the sizes: faces read per data set and epochs.
+
+.. code-block:: toml
+
+    [model]     architecture = "lenet" | "resnet50", keypoints = 68 | 15, dropout
+    [data]      train = [specs], repeat = {spec = k}, validation = [specs], fallback_train = [specs]
+    [augment]   fields of helpers.augment.AugmentParams (flip_p, rotation_deg, scale, shift, ...)
+    [loss]      kind = "mae" | "mse" | "wing", wing_px = [w, epsilon]
+    [optimizer] learning_rate, weight_decay, clipnorm
+    [schedule]  warmup_epochs, final_fraction (cosine decay to learning_rate · final_fraction)
+    [training]  epochs, batch_size, seed, patience (early stopping on validation NME)
+
+An experiment file holds ``base = "../recipes/lenet.toml"`` (relative to itself) and tables with the keys it
+changes. ``[data].train`` falls back to ``fallback_train`` when one of its data sets is not on disk (the 15-point
+recipe trains on Kaggle's set when present, else on the 68 → 15 mapping of the project's data).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+from . import config
+from .augment import AugmentParams
+
+ARCHITECTURES = ("lenet", "resnet50")
+LOSSES = ("mae", "mse", "wing")
+DEFAULTS: dict = {
+    "model": {"architecture": None, "keypoints": 68, "dropout": 0.0},
+    "data": {"train": None, "repeat": {}, "validation": None, "fallback_train": []},
+    "augment": {},
+    "loss": {"kind": "mae", "wing_px": [10.0, 2.0]},
+    "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.0, "clipnorm": None},
+    "schedule": {"warmup_epochs": 1, "final_fraction": 0.02},
+    "training": {"epochs": None, "batch_size": 32, "seed": config.DEFAULT_SEED, "patience": 20},
+}
+AUGMENT_KEYS = {f.name for f in fields(AugmentParams)}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run: the message names the file and the key."""
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read(path: Path, seen: tuple = ()) -> tuple[dict, list[Path]]:
+    """(merged tables, files read: the recipe and its bases)."""
+    path = path.resolve()
+    if path in seen:
+        raise RecipeError(f"{path}: 'base' chain loops back to itself")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: not valid TOML ({e})") from None
+    base = raw.pop("base", None)
+    raw.pop("description", None)
+    if base is None:
+        return raw, [path]
+    if not isinstance(base, str):
+        raise RecipeError(f"{path}: 'base' must be a path to a recipe")
+    merged, files = _read(path.parent / base, seen + (path,))
+    return _merge(merged, raw), files + [path]
+
+
+def _check(recipe: dict, where: str) -> None:
+    def fail(key, why):
+        raise RecipeError(f"{where}: [{key}] {why}")
+
+    for table, keys in recipe.items():
+        if table not in DEFAULTS:
+            fail(table, f"is not a recipe table (expected one of {sorted(DEFAULTS)})")
+        allowed = AUGMENT_KEYS if table == "augment" else set(DEFAULTS[table])
+        for key in set(keys) - allowed:
+            fail(f"{table}.{key}", f"is not a known key (expected one of {sorted(allowed)})")
+    m, d, t, o, s = (recipe[k] for k in ("model", "data", "training", "optimizer", "schedule"))
+    if m["architecture"] not in ARCHITECTURES:
+        fail("model.architecture", f"must be one of {ARCHITECTURES}, got {m['architecture']!r}")
+    if m["keypoints"] not in (68, 15):
+        fail("model.keypoints", f"must be 68 or 15, got {m['keypoints']!r}")
+    for key in ("train", "validation"):
+        if not (isinstance(d[key], list) and d[key] and all(isinstance(x, str) for x in d[key])):
+            fail(f"data.{key}", "must be a non-empty list of data-set names")
+    for spec, k in d["repeat"].items():
+        if spec not in d["train"] + d["fallback_train"] or not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            fail(f"data.repeat.{spec}", "must name a training data set and be a whole number >= 1")
+    if recipe["loss"]["kind"] not in LOSSES:
+        fail("loss.kind", f"must be one of {LOSSES}, got {recipe['loss']['kind']!r}")
+    positive = {"training.epochs": t["epochs"], "training.batch_size": t["batch_size"],
+                "training.patience": t["patience"]}
+    for key, v in positive.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            fail(key, f"must be a whole number >= 1, got {v!r}")
+    for key, v in {"optimizer.learning_rate": o["learning_rate"], "schedule.final_fraction": s["final_fraction"],
+                   "optimizer.weight_decay": o["weight_decay"], "model.dropout": m["dropout"],
+                   "schedule.warmup_epochs": s["warmup_epochs"]}.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            fail(key, f"must be a number >= 0, got {v!r}")
+    if not 0 < o["learning_rate"] < 1 or m["dropout"] >= 1 or s["final_fraction"] > 1:
+        fail("optimizer/model/schedule", "learning_rate must lie in (0, 1), dropout in [0, 1), final_fraction "
+             "in [0, 1]")
+    try:
+        augment_params(recipe)
+    except (TypeError, ValueError) as e:
+        fail("augment", str(e))
+
+
+def load(path) -> dict:
+    """The recipe (or experiment) at ``path``, merged with its base and the defaults, checked.
+
+    The result holds the tables plus ``name`` (the file's stem), ``path`` and ``sha256``: a hash of the recipe
+    file and its bases, byte for byte, which a run records and ``models/README.md`` checks against the repository.
+    """
+    path = Path(path)
+    raw, files = _read(path)
+    recipe = _merge(DEFAULTS, raw)
+    _check(recipe, str(path))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    recipe["meta"] = {"name": path.stem, "path": _relative(path), "files": [_relative(f) for f in files],
+                      "sha256": digest.hexdigest()}
+    return recipe
+
+
+def _relative(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(config.ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def augment_params(recipe: dict) -> AugmentParams:
+    """The recipe's ``[augment]`` table as :class:`helpers.augment.AugmentParams` (lists become tuples)."""
+    table = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe["augment"].items()}
+    return AugmentParams(**table)
+
+
+def scaled(recipe: dict, profile: config.Profile) -> dict:
+    """The recipe with the profile's sizes: epochs and patience scaled, faces per data set limited."""
+    out = copy.deepcopy(recipe)
+    t = out["training"]
+    t["epochs"] = profile.epochs(t["epochs"])
+    t["patience"] = max(1, min(t["patience"], profile.epochs(t["patience"])))
+    out["meta"] = {**out["meta"], "profile": profile.name, "max_faces": profile.max_faces}
+    return out
+
+
+def content_hash(recipe: dict) -> str:
+    """A hash of every setting of a (scaled) recipe, independent of file layout and comments."""
+    body = {k: v for k, v in recipe.items() if k != "meta"}
+    body["profile"] = recipe["meta"].get("profile"), recipe["meta"].get("max_faces")
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

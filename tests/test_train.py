@@ -1,0 +1,173 @@
+"""helpers.recipes and helpers.train: recipes are checked, runs are reproducible and survive a kill."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from .support import needs_real_data
+from helpers import config, models, recipes, train
+
+RECIPE = config.ROOT / "recipes" / "lenet.toml"
+
+
+def toml_value(v) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
+
+
+def write_experiment(path, **tables) -> str:
+    """An experiment file: the LeNet recipe with the given tables' keys overridden."""
+    lines = [f'base = "{RECIPE.as_posix()}"']
+    for table, keys in tables.items():
+        lines.append(f"[{table}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["lenet", "resnet50", "lenet15"])
+def test_committed_recipes_load(name):
+    recipe = recipes.load(config.ROOT / "recipes" / f"{name}.toml")
+    assert recipe["model"]["architecture"] in recipes.ARCHITECTURES
+    assert len(recipe["meta"]["sha256"]) == 64
+
+
+@pytest.mark.parametrize("tables, key", [
+    ({"training": {"epochz": 3}}, "training.epochz"),
+    ({"training": {"epochs": 0}}, "training.epochs"),
+    ({"loss": {"kind": "huber"}}, "loss.kind"),
+    ({"augment": {"flip": 0.5}}, "augment"),
+    ({"augment": {"flip_p": 2.0}}, "augment"),
+    ({"data": {"repeat": {"300w/afw": 2}}}, "data.repeat.300w/afw"),
+    ({"optimiser": {"learning_rate": 1e-3}}, "optimiser"),
+])
+def test_bad_recipes_name_the_file_and_the_key(tmp_path, tables, key):
+    path = write_experiment(tmp_path / "bad.toml", **tables)
+    with pytest.raises(recipes.RecipeError, match=r"bad\.toml") as err:
+        recipes.load(path)
+    assert key in str(err.value)
+
+
+def test_experiment_overrides_only_its_keys(tmp_path):
+    base = recipes.load(RECIPE)
+    exp = recipes.load(write_experiment(tmp_path / "flip.toml", augment={"flip_p": 0.5}))
+    assert exp["augment"]["flip_p"] == 0.5 and exp["augment"]["rotation_deg"] == base["augment"]["rotation_deg"]
+    assert exp["training"] == base["training"] and exp["meta"]["sha256"] != base["meta"]["sha256"]
+    assert recipes.augment_params(exp).scale == tuple(base["augment"]["scale"])
+
+
+def test_profiles_scale_only_epochs_and_faces():
+    base = recipes.load(RECIPE)
+    smoke = recipes.scaled(base, config.get_profile("smoke"))
+    full = recipes.scaled(base, config.get_profile("full"))
+    assert full["training"] == base["training"]
+    assert smoke["training"]["epochs"] == 2 and smoke["meta"]["max_faces"] == 120
+    assert {k: v for k, v in smoke.items() if k not in ("training", "meta")} == \
+           {k: v for k, v in base.items() if k not in ("training", "meta")}
+
+
+def test_write_atomic_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
+    path = tmp_path / "f.json"
+    train.write_atomic(path, "old")
+
+    def die(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(os, "replace", die)
+    with pytest.raises(KeyboardInterrupt):
+        train.write_atomic(path, "new")
+    assert path.read_text() == "old"
+
+
+def _weights(run_dir) -> str:
+    return json.loads((run_dir / "summary.json").read_text())["weights_sha256"]
+
+
+def _comparable(run_dir) -> dict:
+    s = json.loads((run_dir / "summary.json").read_text())
+    for key in ("train_seconds", "finished"):
+        s.pop(key)
+    return s
+
+
+@needs_real_data
+def test_killed_run_resumes_to_the_same_model_and_summary(tmp_path):
+    """Two runs from scratch agree bit for bit; a run killed mid-epoch and resumed agrees with them."""
+    recipe = write_experiment(tmp_path / "tiny.toml", training={"batch_size": 8})
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    train.train(recipe, "smoke", a, quiet=True)
+    train.train(recipe, "smoke", b, quiet=True)
+    assert _weights(a) == _weights(b)
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "train", recipe, "--profile", "smoke",
+                             "--out", str(c)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=env, cwd=config.ROOT)
+    for line in proc.stdout:                     # the first epoch is done and backed up: kill in the second
+        if "epoch 1:" in line:
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    state = json.loads(str(np.load(c / "backup.npz")["state"]))
+    assert state["epochs_done"] == 1 and not (c / "summary.json").exists()
+    train.train(recipe, "smoke", c, quiet=True)
+    assert _weights(c) == _weights(a)
+    assert _comparable(c) == _comparable(a)
+    history = (c / "history.csv").read_text().splitlines()
+    assert len(history) == 3                     # header + two epochs, none repeated
+
+
+@needs_real_data
+def test_finished_run_is_not_trained_again_and_another_recipe_is_refused(tmp_path):
+    recipe = write_experiment(tmp_path / "tiny.toml")
+    out = tmp_path / "run"
+    first = train.train(recipe, "smoke", out, quiet=True)
+    again = train.train(recipe, "smoke", out, quiet=True)
+    assert again.summary["weights_sha256"] == first.summary["weights_sha256"]
+    assert len(again.history) == first.summary["epochs_run"]
+    other = write_experiment(tmp_path / "other.toml", loss={"kind": "wing"})
+    with pytest.raises(recipes.RecipeError, match="another recipe"):
+        train.train(other, "smoke", out, quiet=True)
+
+
+def write_kaggle_csv(path, n: int = 60, seed: int = 0) -> np.ndarray:
+    """A Kaggle-format training.csv of ``n`` synthetic 96×96 faces; two thirds of the rows miss 11 keypoints."""
+    from helpers.schemes import SCHEME_15, to_15
+    from .support import face_68
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        kp = to_15(face_68(70, 70, jitter=1.0, seed=i)) + 13
+        image = rng.integers(0, 80, (96, 96))
+        for x, y in kp.astype(int):
+            image[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = 255
+        values = kp.ravel().astype(object)
+        if i % 3:
+            values[4:26] = ""                  # only eye centres, nose tip and mouth: as in most Kaggle rows
+        rows.append(",".join(map(str, values)) + "," + " ".join(map(str, image.ravel())))
+    header = ",".join(f"{n}_{a}" for n in SCHEME_15.names for a in "xy") + ",Image"
+    path.parent.mkdir(parents=True)
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+
+
+def test_fifteen_point_recipe_trains_on_a_kaggle_csv_with_missing_labels(tmp_path, monkeypatch):
+    write_kaggle_csv(tmp_path / "data" / "kaggle" / "training.csv")
+    monkeypatch.setenv("FKP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    result = train.train(config.ROOT / "recipes" / "lenet15.toml", "smoke", tmp_path / "run", quiet=True)
+    s = result.summary
+    assert s["train_source"] == "kaggle" and list(s["val_faces"]) == ["kaggle"]
+    assert s["epochs_run"] == 2 and np.isfinite(s["best_val_nme"])
+    assert np.isfinite(result.history["loss"]).all()              # missing labels are masked, never NaN
+    model = models.load_model(result.model_path)
+    assert model.output_shape == (None, 30)
