@@ -9,11 +9,13 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install test test-fast reproduce notebook lab benchmarks data lock clean-cache
+.PHONY: help install test test-fast reproduce models experiments notebook lab benchmarks data lock clean-cache
 
 help:
 	@echo "make test        run the tests: unit tests + every notebook under nbval (FKP_PROFILE=smoke)"
 	@echo "make reproduce   execute every notebook in order, in place, writing figures/ (FKP_PROFILE, default quick)"
+	@echo "make models      train every recipe in recipes/ from scratch into models/<recipe>/ (profile full; resumes)"
+	@echo "make experiments train every experiment in experiments/ and write the chapters' tables (profile quick)"
 	@echo "make benchmarks  run the speed benchmarks in benchmarks/"
 	@echo "make data        download the YouTube-Faces 68-point set into data/"
 	@echo "make lab         start JupyterLab"
@@ -37,6 +39,20 @@ reproduce: $(STAMP)
 		echo "== $$nb (profile $${FKP_PROFILE:-quick})"; \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; \
 	done
+
+RECIPES := $(sort $(wildcard recipes/*.toml))
+EXPERIMENTS := $(sort $(wildcard experiments/*.toml))
+EXPERIMENT_PROFILE ?= quick
+
+models: $(STAMP)
+	@for r in $(RECIPES); do n=$$(basename $$r .toml); \
+		$(BIN)/facekp train $$r --profile full --out models/$$n || exit 1; done
+	$(BIN)/facekp readme
+
+experiments: $(STAMP)
+	@for e in $(EXPERIMENTS); do n=$$(basename $$e .toml); \
+		$(BIN)/facekp train $$e --profile $(EXPERIMENT_PROFILE) --out models/runs/$$n-$(EXPERIMENT_PROFILE) || exit 1; done
+	$(BIN)/facekp table models/runs/lenet_*-$(EXPERIMENT_PROFILE) --out models/experiments/lenet.csv
 
 benchmarks: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python "$$b" || exit 1; done

@@ -8,14 +8,23 @@
     facekp export NAME_OR_PATH [--max-faces 256]
                                          quantize a model to int8 ONNX (<name>.int8.onnx) for fast inference
     facekp download NAME [--url URL]     fetch a data set into the data root (checksum-verified)
+    facekp train RECIPE [--profile P] [--out DIR] [--restart]
+                                         train a recipe from scratch (resumes an interrupted run)
+    facekp table RUN... [--out FILE.csv] the summaries of finished runs as one table
+    facekp readme                        regenerate models/README.md from the committed runs (measured)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import config
+
+config.import_keras()      # TensorFlow's C++ start-up messages silenced before the modules below import Keras
+
+from . import data, recipes, train  # noqa: E402
 
 
 def cmd_data(args) -> int:
@@ -191,6 +200,38 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    try:
+        result = train.train(args.recipe, args.profile, args.out, restart=args.restart, progress=True)
+    except (recipes.RecipeError, data.DatasetNotFoundError, data.DataFormatError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    s = result.summary
+    print(f"{result.model_path}: best epoch {s['best_epoch']} of {s['epochs_run']} ({s['stopped_by']}), validation "
+          f"NME {100 * s['best_val_nme']:.2f} %, {s['train_seconds'] / 60:.1f} min")
+    return 0
+
+
+def cmd_table(args) -> int:
+    try:
+        table = train.experiments_table(args.runs)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        print(f"error: {e} (each RUN must be a finished run folder with summary.json)", file=sys.stderr)
+        return 1
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, index=False)
+    print(table.to_string(index=False))
+    return 0
+
+
+def cmd_readme(args) -> int:
+    text = train.models_readme()
+    (config.MODELS_DIR / "README.md").write_text(text)
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facekp", description="Facial keypoint detection: data, evaluation, "
                                      "prediction.")
@@ -242,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "ranges (default 256)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("train", help="train a recipe (or an experiment) from scratch; resumes an interrupted run")
+    p.add_argument("recipe", help="a recipe file, e.g. recipes/lenet.toml or experiments/lenet_flip.toml")
+    p.add_argument("--profile", default=None, help="smoke | quick | full: scales faces read and epochs "
+                   "(default: $FKP_PROFILE, else quick)")
+    p.add_argument("--out", default=None, help="run folder (default: models/runs/<recipe>-<profile>); the "
+                   "committed models are trained with --profile full --out models/<recipe>")
+    p.add_argument("--restart", action="store_true", help="discard an earlier run in the folder and start afresh")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("readme", help="regenerate models/README.md from the committed run folders (measures them)")
+    p.set_defaults(func=cmd_readme)
+
+    p = sub.add_parser("table", help="collect finished runs' summaries into one table (the chapters' ablations)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders holding summary.json")
+    p.add_argument("--out", help="also write the table as CSV here")
+    p.set_defaults(func=cmd_table)
+
     p = sub.add_parser("download", help="fetch a data set into the data root (FKP_DATA_DIR or data/)")
     p.add_argument("name", choices=["youtube-faces-68", "kaggle", "300w"])
     p.add_argument("--url", help="another location of the same archive (e.g. a mirror or a file:// URL)")
@@ -253,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("predict", "evaluate", "export"):
+    if args.command in ("predict", "evaluate", "export", "train", "table", "readme"):
         config.import_keras()        # quietly, before any module imports it
     return args.func(args)
 
