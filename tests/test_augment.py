@@ -9,14 +9,16 @@ from hypothesis import strategies as st
 from .support import face_68, needs_real_data
 from helpers import config
 from helpers.augment import (AugmentParams, Augmenter, KeypointSequence, adjust_brightness_contrast,
-                             affine_matrix, blur, cutout, expand, gamma, hflip, make_sequences, noise,
-                             to_model_inputs, transform_keypoints, warp)
+                             affine_matrix, blur, cutout, expand, gamma, hflip, noise, to_model_inputs,
+                             transform_keypoints, warp)
 from helpers.preprocess import Faces, denormalise_keypoints
 from helpers.schemes import SCHEME_15, SCHEME_68, to_15
 
 S = config.IMAGE_SIZE
 SCHEMES = [SCHEME_68, SCHEME_15]
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+NO_PHOTOMETRIC = dict(brightness_p=0, gamma_p=0, blur_p=0, noise_p=0, cutout_p=0)
+NO_GEOMETRY = dict(flip_p=0, affine_p=0)
 
 
 def random_batch(n, scheme, seed=0, dtype=np.uint8, lo=10.0, hi=85.0, nan_frac=0.0):
@@ -93,7 +95,7 @@ def test_flipped_left_points_stay_on_the_left_side_synthetic(scheme):
     images = np.zeros((16, S, S), np.uint8)
     centre = (S - 1) / 2
     assert (kps[:, sides == 1, 0] > centre).all() and (kps[:, sides == -1, 0] < centre).all()
-    params = AugmentParams(flip_p=1.0, rotation_deg=10, shift=0.02).geometric_only()
+    params = AugmentParams(flip_p=1.0, rotation_deg=10, shift=0.02, **NO_PHOTOMETRIC)
     _, out = Augmenter(scheme, params)(images, kps, np.random.default_rng(0))
     left_x = out[:, sides == 1, 0].mean(axis=1)
     right_x = out[:, sides == -1, 0].mean(axis=1)
@@ -158,7 +160,7 @@ def test_warp_with_flip_matrix_equals_hflip():
 def test_augmenter_dots_follow_their_labels(scheme, seed):
     """Full pipeline (flip + affine): the dot of keypoint j ends on the output keypoint carrying j's label."""
     kps = frontal(scheme, n=6, seed=seed % 1000)
-    aug = Augmenter(scheme, AugmentParams(rotation_deg=20, border="constant").geometric_only())
+    aug = Augmenter(scheme, AugmentParams(rotation_deg=20, border="constant", **NO_PHOTOMETRIC))
     perm = scheme.flip_permutation
     for j in range(0, scheme.num_keypoints, 7):
         images = blob_images(kps[:, j])
@@ -174,7 +176,7 @@ def test_augmenter_dots_follow_their_labels(scheme, seed):
 @given(seed=st.integers(0, 2**32 - 1))
 def test_keypoints_stay_in_frame(seed):
     """Strong rotation, zoom and shift, points near the border: every present point stays inside."""
-    params = AugmentParams(rotation_deg=40, scale=(0.8, 1.4), shift=0.2).geometric_only()
+    params = AugmentParams(rotation_deg=40, scale=(0.8, 1.4), shift=0.2, **NO_PHOTOMETRIC)
     images, kps = random_batch(16, SCHEME_15, seed, lo=0, hi=S - 1, nan_frac=0.2)
     _, out = Augmenter(SCHEME_15, params)(images, kps, np.random.default_rng(seed))
     present = ~np.isnan(out[..., 0])
@@ -184,7 +186,7 @@ def test_keypoints_stay_in_frame(seed):
 def test_points_outside_before_stay_within_their_extent():
     kps = frontal(SCHEME_68, n=8)
     kps[:, 0, 0] = -4.0                                # a jaw point already outside the crop
-    params = AugmentParams(rotation_deg=15, shift=0.1, flip_p=0.0).geometric_only()
+    params = AugmentParams(rotation_deg=15, shift=0.1, flip_p=0.0, **NO_PHOTOMETRIC)
     _, out = Augmenter(SCHEME_68, params)(np.zeros((8, S, S), np.uint8), kps, np.random.default_rng(1))
     assert np.nanmin(out[..., 0]) >= -4.0 - 1e-4
     assert np.nanmax(out) <= S - 1 and np.nanmin(out[..., 1]) >= 0
@@ -194,7 +196,7 @@ def test_infeasible_draws_fall_back_to_identity():
     """Points in all four corners with a forced zoom-in: no shift can keep them, so the sample is not warped."""
     kps = np.tile(np.array([[0, 0], [S - 1, 0], [0, S - 1], [S - 1, S - 1]] + [[48, 48]] * 11, np.float32),
                   (3, 1, 1))
-    params = AugmentParams(scale=(1.2, 1.3), flip_p=0.0, max_tries=4).geometric_only()
+    params = AugmentParams(scale=(1.2, 1.3), flip_p=0.0, max_tries=4, **NO_PHOTOMETRIC)
     aug = Augmenter(SCHEME_15, params)
     draw = aug.sample_geometry(kps, np.random.default_rng(0))
     assert (draw.tries == params.max_tries + 1).all()
@@ -206,7 +208,7 @@ def test_infeasible_draws_fall_back_to_identity():
 
 
 def test_keep_in_frame_off_lets_points_leave():
-    params = AugmentParams(scale=(1.3, 1.3), rotation_deg=0, shift=0, flip_p=0, keep_in_frame=False).geometric_only()
+    params = AugmentParams(scale=(1.3, 1.3), rotation_deg=0, shift=0, flip_p=0, keep_in_frame=False, **NO_PHOTOMETRIC)
     kps = np.array([[[2.0, 2.0]] * 15], np.float32)
     _, out = Augmenter(SCHEME_15, params)(np.zeros((1, S, S), np.uint8), kps, np.random.default_rng(0))
     assert (out < 0).all()
@@ -254,14 +256,15 @@ def test_inputs_are_not_modified():
 
 def test_no_augmentation_params_are_identity():
     images, kps = random_batch(8, SCHEME_68, 2)
-    out_im, out_kps = Augmenter(SCHEME_68, AugmentParams.none())(images, kps, np.random.default_rng(0))
+    params = AugmentParams(**NO_GEOMETRY, **NO_PHOTOMETRIC)
+    out_im, out_kps = Augmenter(SCHEME_68, params)(images, kps, np.random.default_rng(0))
     np.testing.assert_array_equal(out_im, images)
     np.testing.assert_array_equal(out_kps, kps)
 
 
 # ------------------------------------------------------------------------------------------------ photometric
 def test_photometric_only_keeps_keypoints_and_changes_pixels():
-    params = AugmentParams(brightness_p=1, gamma_p=1, blur_p=1, noise_p=1, cutout_p=1).photometric_only()
+    params = AugmentParams(brightness_p=1, gamma_p=1, blur_p=1, noise_p=1, cutout_p=1, **NO_GEOMETRY)
     images, kps = random_batch(8, SCHEME_68, 4, nan_frac=0.2)
     out_im, out_kps = Augmenter(SCHEME_68, params)(images, kps, np.random.default_rng(0))
     np.testing.assert_array_equal(out_kps, kps)
@@ -317,6 +320,10 @@ def test_bad_inputs_raise_clear_errors():
         AugmentParams(scale=(1.1, 0.9))
     with pytest.raises(ValueError, match="border"):
         AugmentParams(border="wrap")
+    with pytest.raises(ValueError, match="cutout_size"):
+        AugmentParams(cutout_size=(0.1, 1.5))
+    with pytest.raises(TypeError, match="rotation"):               # a misspelt field of a recipe
+        AugmentParams(**{"rotation": 5.0})
     with pytest.raises(ValueError):
         expand(images, kps, SCHEME_68, k=0, cache=False)
 
@@ -363,9 +370,15 @@ def make_faces(n, seed, scheme=SCHEME_68):
     return Faces(images, kps, names, names.copy(), np.zeros((n, 3), np.int64), scheme, "synthetic")
 
 
+def training_sequence(faces, batch_size, seed, **pydataset_kwargs):
+    return KeypointSequence(faces.images, faces.keypoints, faces.scheme, batch_size, augmenter=Augmenter(faces.scheme),
+                            shuffle=True, seed=seed, **pydataset_kwargs)
+
+
 def test_validation_and_test_sequences_never_augment():
     train, val = make_faces(40, 0), make_faces(21, 1)
-    train_seq, val_seq = make_sequences(train, val, batch_size=8, seed=3)
+    train_seq = training_sequence(train, batch_size=8, seed=3)
+    val_seq = KeypointSequence(val.images, val.keypoints, val.scheme, batch_size=8, seed=3)
     assert val_seq.augmenter is None and not val_seq.shuffle
     assert train_seq.augmenter is not None and train_seq.shuffle
     for epoch in range(2):
@@ -378,15 +391,13 @@ def test_validation_and_test_sequences_never_augment():
     np.testing.assert_array_equal(test_seq[2][0], x_ref[16:])
     # The training sequence does change pixels (so the check above could fail).
     x0, _ = train_seq[0]
-    raw, _ = to_model_inputs(train.images[train_seq.batch_indices(0)], train.keypoints[train_seq.batch_indices(0)])
+    raw, _ = to_model_inputs(train.images[train_seq.order()[:8]], train.keypoints[train_seq.order()[:8]])
     assert not np.array_equal(x0, raw)
-    _, plain = make_sequences(train, val, batch_size=8, augment=False)
-    assert plain.augmenter is None
 
 
 def test_sequence_is_deterministic_and_reshuffles():
     faces = make_faces(50, 2)
-    seq = lambda: make_sequences(faces, None, batch_size=16, seed=11)[0]
+    seq = lambda: training_sequence(faces, batch_size=16, seed=11)
     a, b = seq(), seq()
     assert len(a) == 4 and a[3][0].shape == (2, S, S, 1)
     late_first = b[3], b[0]                                      # access order does not matter
@@ -398,6 +409,9 @@ def test_sequence_is_deterministic_and_reshuffles():
     a.on_epoch_end()
     assert not np.array_equal(a.order(), order0)
     assert not np.array_equal(a[0][0], b[0][0])
+    b.epoch = 1                                                  # an epoch's batches depend on (seed, epoch) only
+    np.testing.assert_array_equal(a.order(), b.order())
+    np.testing.assert_array_equal(a[2][0], b[2][0])
     with pytest.raises(IndexError):
         a[4]
 
@@ -407,7 +421,8 @@ def test_sequence_feeds_keras_fit_with_workers():
 
     faces = make_faces(32, 3, SCHEME_15)
     faces.keypoints[:] = np.nan_to_num(faces.keypoints, nan=48.0)
-    train_seq, val_seq = make_sequences(faces, faces, batch_size=16, seed=0, workers=2)
+    train_seq = training_sequence(faces, batch_size=16, seed=0, workers=2)
+    val_seq = KeypointSequence(faces.images, faces.keypoints, faces.scheme, batch_size=16, workers=2)
     model = keras.Sequential([keras.Input((S, S, 1)), keras.layers.AveragePooling2D(8),
                               keras.layers.Flatten(), keras.layers.Dense(30)])
     model.compile("sgd", "mse")
