@@ -1,111 +1,33 @@
-"""One API, three real data sets: ``load(name) -> Dataset``.
-
-* ``youtube-faces-68``: the Udacity course archive (CSV of 68 keypoints + image folders), YouTube Faces frames.
-* ``300w``: folders of image + iBUG ``.pts`` pairs (``300w/helen-train``, ``300w/afw`` or ``300w:ANY/FOLDER``).
-* ``kaggle``: the thesis' original 96×96 grayscale set, 15 keypoints (``training.csv`` or ``training.zip``).
-
-Bad input never crashes a load and is never dropped silently: unreadable images are skipped and listed in
-``Dataset.skipped``; keypoints outside their image are listed in ``Dataset.warnings``; a file with the wrong
-schema raises :class:`DataFormatError` naming the file and the problem; a missing data set raises
-:class:`DatasetNotFoundError` saying where it looked, where the data comes from and how to point
-``FKP_DATA_DIR`` at it.
+"""Three real data sets, one API: ``load(spec) -> Dataset`` (specs: :func:`parse_spec`); one image reader,
+:func:`read_image`. Bad input is never dropped silently: unreadable images are skipped and listed in
+``Dataset.skipped``, keypoints outside their image in ``Dataset.warnings``; a wrong schema raises
+:class:`DataFormatError`, a missing data set :class:`DatasetNotFoundError` saying where it looked, where the
+data comes from and how to set ``FKP_DATA_DIR``.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import re
 import shutil
-import subprocess
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
-from typing import ClassVar
+from dataclasses import KW_ONLY, dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar, NamedTuple
 
 import cv2
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from . import config
 from .schemes import SCHEME_15, SCHEME_68, Scheme
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The data set type
-# --------------------------------------------------------------------------------------------------------------
-class FaceCollection:
-    """What :class:`Dataset` and :class:`helpers.preprocess.Faces` share: one entry per face in the fields named
-    by ``PER_FACE`` (``images`` first), person labels in ``identities``, and the load's ``skipped``/``warnings``."""
-
-    PER_FACE: ClassVar[tuple[str, ...]] = ()
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def num_people(self) -> int:
-        return len(set(self.identities.tolist()))
-
-    def subset(self, index):
-        """The faces at ``index`` (integer positions or a boolean mask), as a new object of the same class."""
-        index = np.asarray(index)
-        if index.dtype == bool:
-            index = np.flatnonzero(index)
-        picked = {f: ([v[i] for i in index] if isinstance(v, list) else v[index])
-                  for f in self.PER_FACE for v in [getattr(self, f)]}
-        return replace(self, **picked, skipped=list(self.skipped), warnings=list(self.warnings))
-
-
-@dataclass
-class Dataset(FaceCollection):
-    """Faces with keypoints, as loaded from disk.
-
-    ``images`` is a list of RGB uint8 arrays of varying size (or (96, 96) grayscale for Kaggle);
-    ``keypoints`` is float32 (N, K, 2) in 0-based pixel coordinates of each image, NaN where missing.
-    ``identities`` names the person (or, where the data set has no person labels, the image) each face
-    belongs to: splits are made on it.
-    """
-
-    name: str
-    images: list[np.ndarray]
-    keypoints: np.ndarray
-    names: np.ndarray
-    identities: np.ndarray
-    scheme: Scheme
-    source: str
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    PER_FACE: ClassVar[tuple[str, ...]] = ("images", "keypoints", "names", "identities")
-
-    def __post_init__(self):
-        n = len(self.images)
-        if self.keypoints.shape != (n, self.scheme.num_keypoints, 2):
-            raise ValueError(f"{self.name}: keypoints {self.keypoints.shape} do not match {n} images of "
-                             f"scheme {self.scheme.name}")
-        if len(self.names) != n or len(self.identities) != n:
-            raise ValueError(f"{self.name}: names/identities must have one entry per image")
-
-    def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}: {len(self)} faces of {self.num_people} people, "
-                f"{self.scheme.num_keypoints} keypoints, {len(self.skipped)} skipped)")
-
-    def report(self) -> str:
-        """A short, human-readable account of what was loaded and what was not."""
-        lines = [repr(self)]
-        if self.skipped:
-            lines.append(f"  skipped {len(self.skipped)} unreadable file(s): "
-                         + ", ".join(f"{n} ({why})" for n, why in self.skipped[:5])
-                         + (" ..." if len(self.skipped) > 5 else ""))
-        for w in self.warnings[:5]:
-            lines.append(f"  warning: {w}")
-        if len(self.warnings) > 5:
-            lines.append(f"  ... and {len(self.warnings) - 5} more warnings")
-        return "\n".join(lines)
+MAX_PIXELS = 250_000_000          # read_image refuses larger images (about 15800 × 15800), before decoding
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -116,186 +38,264 @@ class DataFormatError(ValueError):
     """A data file exists but does not have the expected schema."""
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The registry: where each data set lives, where it comes from, its licence
-# --------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DatasetInfo:
+class ImageReadError(ValueError):
+    """A file that is not a readable image: missing, empty, truncated, not an image or over the pixel limit."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(path, reason)
+        self.path, self.reason = Path(path), reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+# --- The data set type --------------------------------------------------------------------------------------
+@dataclass
+class FaceCollection:
+    """Base of :class:`Dataset` and :class:`helpers.preprocess.Faces`: one entry per face in the ``PER_FACE``
+    fields (``images`` first), person labels in ``identities``; what the load ``skipped`` and its ``warnings``."""
+
+    PER_FACE: ClassVar[tuple[str, ...]] = ()
+    _: KW_ONLY
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_people(self) -> int:
+        return len(set(self.identities.tolist()))
+
+    def subset(self, index):
+        """The faces at ``index`` (integer positions or a boolean mask), as a new object of the same class."""
+        index = np.flatnonzero(index) if np.asarray(index).dtype == bool else np.asarray(index)
+        picked = {f: ([v[i] for i in index] if isinstance(v, list) else v[index])
+                  for f in self.PER_FACE for v in [getattr(self, f)]}
+        return replace(self, **picked, skipped=list(self.skipped), warnings=list(self.warnings))
+
+
+@dataclass
+class Dataset(FaceCollection):
+    """Faces as loaded: ``images`` RGB uint8 of any size ((96, 96) gray for Kaggle); ``keypoints`` float32 (N, K, 2)
+    in 0-based pixels, NaN where missing; ``identities`` the person (else the image) of each face: splits use it."""
+
     name: str
-    folder: str                 # below the data root
+    images: list[np.ndarray]
+    keypoints: np.ndarray
+    names: np.ndarray
+    identities: np.ndarray
     scheme: Scheme
-    description: str
-    origin: str                 # where users get it
-    licence: str
-    url: str | None = None      # public archive the download code fetches
-    sha256: str | None = None   # published checksum of that archive, when one exists
+    source: str
+
+    PER_FACE: ClassVar[tuple[str, ...]] = ("images", "keypoints", "names", "identities")
+
+    def __post_init__(self):
+        n, k = len(self.images), self.scheme.num_keypoints
+        if self.keypoints.shape != (n, k, 2) or len(self.names) != n or len(self.identities) != n:
+            raise ValueError(f"{self.name}: {n} images need keypoints of shape ({n}, {k}, 2), {n} names and {n} "
+                             f"identities; got {self.keypoints.shape}, {len(self.names)}, {len(self.identities)}")
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}: {len(self)} faces of {self.num_people} people, "
+                f"{self.scheme.num_keypoints} keypoints, {len(self.skipped)} skipped)")
+
+    def report(self) -> str:
+        """A short, human-readable account of what was loaded and what was not."""
+        lines = [repr(self)]
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} unreadable file(s): " + ", ".join(
+                f"{n} ({why})" for n, why in self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else ""))
+        lines += [f"  warning: {w}" for w in self.warnings[:5]]
+        if len(self.warnings) > 5:
+            lines.append(f"  ... and {len(self.warnings) - 5} more warnings")
+        return "\n".join(lines)
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "youtube-faces-68": DatasetInfo(
-        "youtube-faces-68", "youtube-faces-68", SCHEME_68,
-        "YouTube Faces frames with 68 tracked keypoints (Udacity CVND 'Facial Keypoint Detection' archive)",
-        "Wolf, Hassner & Maoz, 'Face recognition in unconstrained videos with matched background similarity', "
-        "CVPR 2011; archive of the Udacity Computer Vision Nanodegree",
-        "YouTube Faces Database terms (research use)",
-        url="https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/5aea1b91_train-test-data/"
-            "train-test-data.zip",
-    ),
-    "300w": DatasetInfo(
-        "300w", "300w-subset", SCHEME_68,
-        "iBUG 300-W faces with 68 human-annotated keypoints (subsets: helen-train, afw)",
-        "Sagonas et al., '300 Faces In-the-Wild Challenge', 2013; https://ibug.doc.ic.ac.uk/resources/300-W/ "
-        "(registration required)",
-        "research use only, no commercial use; image copyright with the photographers",
-    ),
-    "kaggle": DatasetInfo(
-        "kaggle", "kaggle", SCHEME_15,
-        "Kaggle 'Facial Keypoints Detection': 96x96 grayscale faces, 15 keypoints (the thesis' data set)",
-        "https://www.kaggle.com/c/facial-keypoints-detection/data (Kaggle account; "
-        "`kaggle competitions download -c facial-keypoints-detection`)",
-        "Kaggle competition rules (research and education)",
-    ),
-}
+# --- Where each data set lives and comes from; data set specs -----------------------------------------------
+FOLDERS = {"youtube-faces-68": "youtube-faces-68", "300w": "300w-subset", "kaggle": "kaggle"}   # in the data root
+YOUTUBE_URL = ("https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/5aea1b91_train-test-data/"
+               "train-test-data.zip")
+ORIGINS = {"youtube-faces-68": "the Udacity CV Nanodegree's archive of YouTube Faces (Wolf et al., CVPR 2011), "
+                               f"{YOUTUBE_URL} (helpers.data.download fetches it)",
+           "300w": "iBUG 300-W (Sagonas et al. 2013), https://ibug.doc.ic.ac.uk/resources/300-W/, on registration",
+           "kaggle": "https://www.kaggle.com/c/facial-keypoints-detection/data (an account; `kaggle competitions "
+                     "download -c facial-keypoints-detection`)"}
+
+
+class Spec(NamedTuple):
+    """A parsed data set spec: ``kind`` (a key of :data:`FOLDERS`) and the ``path`` of its files."""
+    kind: str
+    path: Path
+
+
+def parse_spec(spec: str, root: Path | None = None) -> Spec:
+    """The one parser of data set specs, below the data root (or ``root``): ``youtube-faces-68`` (the Udacity
+    course archive: two CSVs, 68 keypoints); ``300w/SUBSET`` (``afw``, ``helen-train``, ``lfpw-train``: image +
+    iBUG ``.pts`` pairs) or ``300w`` (all); ``kaggle`` (``training.csv``: 96×96 gray faces, 15 keypoints). Or
+    ``KIND:PATH``, any folder (or Kaggle CSV) of that kind. Raises ``ValueError`` for anything else."""
+    kind, colon, rest = spec.partition(":")
+    if not colon:
+        kind, _, rest = spec.partition("/")
+    if kind not in FOLDERS or (colon and not rest) or (rest and not colon and kind != "300w"):
+        raise ValueError(f"Unknown data set {spec!r}; use youtube-faces-68, kaggle, 300w, 300w/SUBSET "
+                         "or KIND:PATH")
+    if colon:
+        return Spec(kind, Path(rest).expanduser())
+    return Spec(kind, Path(root or config.data_root()) / FOLDERS[kind] / rest)
 
 
 def dataset_dir(name: str, root: Path | None = None) -> Path:
-    return Path(root or config.data_root()) / DATASETS[name].folder
+    return parse_spec(name, root).path
 
 
-def _not_found(name: str, looked: Path, extra: str = "") -> DatasetNotFoundError:
-    info = DATASETS[name]
-    return DatasetNotFoundError(
-        f"Data set '{name}' not found: looked in {looked}.\n"
-        f"  It comes from: {info.origin}\n"
-        + (f"  Public archive: {info.url}  (helpers.data.download('{name}') fetches it)\n" if info.url else "")
-        + (extra and f"  {extra}\n")
-        + f"  Set FKP_DATA_DIR to the folder that holds '{info.folder}/' (now: {config.data_root()})."
-    )
+def _not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError:
+    return DatasetNotFoundError(f"Data set '{kind}' not found: looked in {looked}.\n  It comes from: {ORIGINS[kind]}\n"
+                                + (extra and f"  {extra}\n") + "  Set FKP_DATA_DIR to the folder that holds "
+                                f"'{FOLDERS[kind]}/' (now: {config.data_root()}).")
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Download, checksum, safe extraction
-# --------------------------------------------------------------------------------------------------------------
-def sha256sum(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def available() -> list[str]:
+    """The data set specs found under the data root (e.g. ``youtube-faces-68``, ``300w/afw``)."""
+    found = []
+    if (dataset_dir("youtube-faces-68") / "training_frames_keypoints.csv").exists():
+        found.append("youtube-faces-68")
+    w = dataset_dir("300w")
+    if w.is_dir():
+        found += [f"300w/{d.name}" for d in sorted(w.iterdir()) if d.is_dir() and any(d.glob("*.pts"))]
+    if any((dataset_dir("kaggle") / f).exists() for f in ("training.csv", "training.zip")):
+        found.append("kaggle")
+    return found
+
+
+# --- Download and checksum ----------------------------------------------------------------------------------
+def sha256sum(path: str | Path) -> str:
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def download_file(url: str, dest: str | Path, sha256: str | None = None, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` (atomically, with a progress bar) and verify its sha256.
-
-    ``url`` may be a ``file://`` URL (tests use local files). With ``sha256=None`` no checksum was published:
-    the file's checksum is recorded next to it (``dest.sha256``) on first download and checked on every later
-    call, so a changed or corrupted archive is noticed. An existing ``dest`` that passes its check is reused.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    record = dest.with_name(dest.name + ".sha256")
-    expected = sha256 or (record.read_text().split()[0] if record.exists() else None)
+def download_file(url: str, dest: str | Path) -> Path:
+    """Download ``url`` (``file://`` too) to ``dest`` atomically. The first download's sha256 is recorded in
+    ``dest.sha256`` and checked by every later call: an existing ``dest`` that passes is reused, a changed or
+    corrupt download is deleted and raises ``OSError``."""
+    dest, record = Path(dest), Path(f"{dest}.sha256")
+    expected = record.read_text().split()[0] if record.exists() else None
     if dest.exists() and expected and sha256sum(dest) == expected:
         return dest
-    tmp = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url) as response, open(tmp, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                bar.update(len(block))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{dest}.part")
+    with urllib.request.urlopen(url) as response, open(tmp, "wb") as f:
+        size = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm.wrapattr(f, "write", total=size, desc=dest.name) as out:        # a progress bar
+            shutil.copyfileobj(response, out, 1 << 20)
     digest = sha256sum(tmp)
     if expected and digest != expected:
         tmp.unlink()
         raise OSError(f"Checksum mismatch for {url}: expected sha256 {expected}, got {digest}. "
                       f"The download was deleted; try again, or delete {record} if the archive changed upstream.")
     tmp.replace(dest)
-    if not sha256:
-        record.write_text(f"{digest}  {dest.name}\n")
+    record.write_text(f"{digest}  {dest.name}\n")
     return dest
 
 
-def safe_extract(archive: str | Path, dest: str | Path) -> list[Path]:
-    """Extract a zip archive into ``dest``, refusing members with absolute paths or ``..`` components."""
-    dest = Path(dest).resolve()
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        for m in members:
-            p = PurePosixPath(m.filename.replace("\\", "/"))
-            if p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", m.filename):
-                raise DataFormatError(f"{archive}: refusing to extract unsafe member path {m.filename!r}")
-            if not (dest / p).resolve().is_relative_to(dest):
-                raise DataFormatError(f"{archive}: member {m.filename!r} would land outside {dest}")
-        dest.mkdir(parents=True, exist_ok=True)
-        out = []
-        for m in members:
-            if m.filename.startswith("__MACOSX/"):
-                continue
-            zf.extract(m, dest)
-            out.append(dest / m.filename)
-    return out
-
-
-def download(name: str, root: Path | None = None, url: str | None = None, progress: bool = True) -> Path:
-    """Fetch a data set into ``root`` (default: the data root) and return its folder.
-
-    ``youtube-faces-68``: the course archive (checksum-verified, cached under ``data/downloads``, safely
-    extracted). ``kaggle``: through the ``kaggle`` CLI when installed and configured. ``300w``: needs
-    registration at iBUG, so this explains where to get it.
-    """
-    info = DATASETS[name]
+def download(name: str, root: Path | None = None, url: str | None = None) -> Path:
+    """Fetch ``youtube-faces-68`` (the course archive, its checksum recorded, cached under ``data/downloads``)
+    into ``root`` (default: the data root) and return its folder. The other data sets need an account or a
+    registration: for them this raises :class:`DatasetNotFoundError` saying where to get them."""
     target = dataset_dir(name, root)
-    if name == "youtube-faces-68":
-        archive = download_file(url or info.url, config.PROJECT_DATA_DIR / "downloads" / "train-test-data.zip",
-                                info.sha256, progress=progress)
-        staging = target.with_name(target.name + ".extracting")
-        shutil.rmtree(staging, ignore_errors=True)
-        safe_extract(archive, staging)
-        # the archive holds training/, test/ and the two CSVs at its top level
-        inner = next((p.parent for p in staging.rglob("training_frames_keypoints.csv")), None)
-        if inner is None:
-            raise DataFormatError(f"{archive}: no training_frames_keypoints.csv inside")
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.move(str(inner), target)
-        shutil.rmtree(staging, ignore_errors=True)
-        return target
-    if name == "kaggle":
-        if shutil.which("kaggle") is None:
-            raise _not_found(name, target, "The `kaggle` CLI is not installed: `pip install kaggle`, put your API "
-                             f"token in ~/.kaggle/kaggle.json, or place training.csv / training.zip in {target}.")
-        target.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["kaggle", "competitions", "download", "-c", "facial-keypoints-detection", "-p",
-                        str(target)], check=True)
-        for z in target.glob("*.zip"):
-            if z.name != "training.zip":
-                safe_extract(z, target)
-        return target
-    raise _not_found(name, target, "300-W requires registration: download it from iBUG and unpack the subset "
-                     "folders (e.g. helen-train/, afw/) of image + .pts pairs there.")
+    if name != "youtube-faces-68":
+        raise _not_found(name, target, "It needs an account or registration (see above); unpack it there.")
+    archive = download_file(url or YOUTUBE_URL, config.PROJECT_DATA_DIR / "downloads" / "train-test-data.zip")
+    staging = target.with_name(target.name + ".extracting")
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(staging)              # zipfile drops absolute paths and ".." parts: nothing lands outside
+    inner = next((p.parent for p in staging.rglob("training_frames_keypoints.csv")), None)
+    if inner is None:
+        raise DataFormatError(f"{archive}: no training_frames_keypoints.csv inside")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.move(str(inner), target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Readers
-# --------------------------------------------------------------------------------------------------------------
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3). Raises ``ValueError`` when it cannot be decoded."""
+# --- Images and .pts files ----------------------------------------------------------------------------------
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Any image array → RGB uint8 (H, W, 3): gray (H, W) or (H, W, 1), gray + alpha, RGB or RGBA; bool, uint8,
+    uint16 (scaled by 1/257), other integers (by their maximum) or floats in [0, 1]. Alpha is laid on white."""
+    img = np.asarray(image)
+    img = img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (2, 3, 4)):
+        raise ValueError(f"expected a (H, W), (H, W, 2), (H, W, 3) or (H, W, 4) image, got shape {img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"empty image of shape {img.shape}")
+    if img.dtype.kind not in "biuf":
+        raise ValueError(f"unsupported image dtype {img.dtype}")
+    if img.dtype != np.uint8:
+        scale = np.iinfo(img.dtype).max if img.dtype.kind in "iu" else 1.0
+        img = (np.clip(np.nan_to_num(img.astype(np.float64) / scale), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] in (2, 4):                     # alpha, laid on white
+        alpha = img[..., -1:] / np.float32(255.0)
+        img = (img[..., :-1] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    if img.ndim == 2 or img.shape[2] == 1:
+        img = np.repeat(img.reshape(*img.shape[:2], 1), 3, axis=2)
+    return np.ascontiguousarray(img)
+
+
+def _pillow_pixels(im) -> np.ndarray:
+    """A loaded Pillow image → an array :func:`as_rgb` accepts."""
+    if im.mode.startswith("I;16"):
+        return np.asarray(im, dtype=np.uint16)
+    if im.mode in ("I", "F"):
+        arr = np.asarray(im).astype(np.float32)
+        return arr / (65535.0 if arr.max(initial=0) > 255 else 255.0)
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(im)
+    return np.asarray(im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB"))
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3), turned upright as its EXIF orientation says. Pillow reads the
+    header first, so an image over ``max_pixels`` is refused before it is decoded; 16-bit PNGs and formats Pillow
+    does not know are decoded by OpenCV; :func:`as_rgb` normalises. Raises :class:`ImageReadError`."""
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise ValueError("empty file")
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise ValueError("not a decodable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        why = {errno.ENOENT: "no such file", errno.EISDIR: "is a folder, not an image"}.get(e.errno, str(e))
+        raise ImageReadError(path, why) from None
+    if not data:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    arr, old, Image.MAX_IMAGE_PIXELS = None, Image.MAX_IMAGE_PIXELS, None     # our limit replaces Pillow's
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > max_pixels:
+                raise ImageReadError(path, f"{im.width}x{im.height} image is over the {max_pixels:,}-pixel limit")
+            if not (data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:25] == b"\x10"):     # not a 16-bit PNG
+                arr = _pillow_pixels(ImageOps.exif_transpose(im))      # a transposed or copied, decoded image
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError:
+        pass                                                         # not a Pillow format: OpenCV below
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(path, f"truncated or corrupt image data ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+    if arr is None:
+        arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None or arr.size == 0:
+            raise ImageReadError(path, f"not an image (no decodable image data in its {len(data)} bytes)")
+        if arr.shape[0] * arr.shape[1] > max_pixels:
+            raise ImageReadError(path, f"{arr.shape[1]}x{arr.shape[0]} image is over the {max_pixels:,}-pixel limit")
+        if arr.ndim == 3 and arr.shape[2] in (3, 4):
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    return as_rgb(arr)
 
 
 def read_pts(path: str | Path) -> np.ndarray:
     """Parse an iBUG ``.pts`` file; returns (n_points, 2) float32 in **0-based** pixels (the file is 1-based)."""
-    path = Path(path)
-    text = path.read_text(errors="replace")
-    m = re.search(r"n_points\s*:\s*(\d+)", text)
-    body = re.search(r"\{(.*?)\}", text, re.S)
+    text = Path(path).read_text(errors="replace")
+    m, body = re.search(r"n_points\s*:\s*(\d+)", text), re.search(r"\{(.*?)\}", text, re.S)
     if not m or not body:
         raise DataFormatError(f"{path}: not an iBUG .pts file (needs 'n_points:' and a {{ ... }} block)")
     n = int(m.group(1))
@@ -308,32 +308,14 @@ def read_pts(path: str | Path) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(n, 2) - 1.0
 
 
-def _outside(kps: np.ndarray, shape: tuple[int, ...], tol: float = 0.5) -> int:
-    h, w = shape[:2]
-    x, y = kps[:, 0], kps[:, 1]
-    bad = (x < -tol) | (y < -tol) | (x > w - 1 + tol) | (y > h - 1 + tol)
-    return int(np.sum(bad & ~np.isnan(x)))
-
-
-def _assemble(name, source, scheme, records, skipped, progress) -> Dataset:
-    """Read the images of ``records`` [(file name, path, keypoints, identity)], skipping unreadable ones."""
-    images, kps, names, ids, warnings = [], [], [], [], []
-    for fname, path, kp, ident in tqdm(records, desc=f"reading {name}", disable=not progress, leave=False):
-        try:
-            img = read_image(path)
-        except (OSError, ValueError) as e:
-            skipped.append((fname, str(e)))
-            continue
-        n_out = _outside(kp, img.shape)
-        if n_out:
-            warnings.append(f"{fname}: {n_out} keypoint(s) outside the {img.shape[1]}x{img.shape[0]} image")
-        images.append(img)
-        kps.append(kp)
-        names.append(fname)
-        ids.append(ident)
-    k = scheme.num_keypoints
-    return Dataset(name, images, np.asarray(kps, dtype=np.float32).reshape(-1, k, 2), np.asarray(names, dtype=str),
-                   np.asarray(ids, dtype=str), scheme, source, skipped, warnings)
+# --- Loaders ------------------------------------------------------------------------------------------------
+class _Face(NamedTuple):
+    name: str                           # as in Dataset.names
+    image: Path | np.ndarray | None     # the file, or Kaggle's pixels
+    keypoints: np.ndarray
+    identity: str
+    part: str                           # the course's training/test, the 300-W folder, or kaggle
+    missing: str = ""                   # why the image is missing, if it is
 
 
 def youtube_identity(file_name: str) -> str:
@@ -341,176 +323,124 @@ def youtube_identity(file_name: str) -> str:
     return re.sub(r"_\d+$", "", Path(file_name).stem)
 
 
-def _read_keypoint_csv(path: Path, n_values: int) -> pd.DataFrame:
+def _read_csv(path: Path) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataFormatError(f"{path}: not a readable CSV ({e})") from None
-    if df.shape[1] != n_values + 1:
-        raise DataFormatError(f"{path}: expected a file-name column and {n_values} keypoint columns "
-                              f"(x0,y0,...), found {df.shape[1]} columns")
-    values = df.iloc[:, 1:]
-    non_numeric = [c for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+        return pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile) as e:     # ParserError is a ValueError
+        raise DataFormatError(f"{path}: not a readable CSV, or zip of one CSV ({e})") from None
+
+
+def _keypoints(df: pd.DataFrame, columns, path: Path) -> np.ndarray:
+    non_numeric = [c for c in columns if not pd.api.types.is_numeric_dtype(df[c])]
     if non_numeric:
         raise DataFormatError(f"{path}: keypoint column(s) {non_numeric[:5]} are not numeric")
-    return df
+    return df[columns].to_numpy(np.float32).reshape(len(df), -1, 2)
 
 
-def load_youtube_faces(root: Path | None = None, max_faces: int | None = None, parts=("training", "test"),
-                       progress: bool = True) -> Dataset:
-    """The course archive: both of its CSVs merged (its own split shares every test person with training)."""
-    folder = dataset_dir("youtube-faces-68", root)
-    records, skipped = [], []
-    for part in parts:
+def _youtube_faces(folder: Path) -> list[_Face]:
+    """Both CSVs of the course archive, merged: its own split shares every test person with training."""
+    faces = []
+    for part in ("training", "test"):
         csv = folder / f"{part}_frames_keypoints.csv"
         if not csv.exists():
             raise _not_found("youtube-faces-68", csv)
-        df = _read_keypoint_csv(csv, 136)
-        for fname, row in zip(df.iloc[:, 0].astype(str), df.iloc[:, 1:].to_numpy(np.float32)):
-            path = folder / part / fname
-            if not path.exists():
-                skipped.append((f"{part}/{fname}", f"listed in {csv.name} but missing from {part}/"))
-                continue
-            # both CSVs reuse the same 770 file names for different frames: names are kept as part/file
-            records.append((f"{part}/{fname}", path, row.reshape(68, 2), youtube_identity(fname)))
-    records = _limit(records, max_faces)
-    return _assemble("youtube-faces-68", str(folder), SCHEME_68, records, skipped, progress)
+        df = _read_csv(csv)
+        if df.shape[1] != 137:
+            raise DataFormatError(f"{csv}: expected a file-name column and 136 keypoint columns (x0,y0,...), "
+                                  f"found {df.shape[1]} columns")
+        for fname, kp in zip(df.iloc[:, 0].astype(str), _keypoints(df, df.columns[1:], csv)):
+            path = folder / part / fname          # both CSVs reuse 770 file names: names are part/file
+            faces.append(_Face(f"{part}/{fname}", path, kp, youtube_identity(fname), part,
+                               "" if path.exists() else f"listed in {csv.name} but missing from {part}/"))
+    return faces
 
 
-def _limit(records: list, max_faces: int | None) -> list:
-    """At most ``max_faces`` records, taken evenly over the (sorted) list so every part is represented."""
-    if max_faces is None or len(records) <= max_faces:
-        return records
-    idx = np.linspace(0, len(records) - 1, max_faces).round().astype(int)
-    return [records[i] for i in np.unique(idx)]
-
-
-def load_300w(folder: str | Path, max_faces: int | None = None, progress: bool = True, name: str | None = None
-              ) -> Dataset:
-    """Any folder of image + ``.pts`` pairs (searched recursively). Identity = file stem."""
-    folder = Path(folder)
+def _300w_faces(folder: Path) -> list[_Face]:
+    """Every ``.pts`` file below ``folder`` and the image beside it; the identity is the file's stem."""
     if not folder.is_dir():
         raise _not_found("300w", folder)
-    records, skipped = [], []
+    faces = []
     for pts in sorted(folder.rglob("*.pts")):
-        image = next((pts.with_suffix(s) for s in IMAGE_SUFFIXES + tuple(x.upper() for x in IMAGE_SUFFIXES)
-                      if pts.with_suffix(s).exists()), None)
-        rel = str(pts.relative_to(folder).with_suffix(""))
-        if image is None:
-            skipped.append((str(pts.relative_to(folder)), "no image next to the .pts file"))
-            continue
         kp = read_pts(pts)
         if kp.shape != (68, 2):
             raise DataFormatError(f"{pts}: {kp.shape[0]} points, expected 68")
-        records.append((image.name, image, kp, rel))
-    if not records and not skipped:
+        image = next((p for s in IMAGE_SUFFIXES for p in (pts.with_suffix(s), pts.with_suffix(s.upper()))
+                      if p.exists()), None)
+        rel = pts.relative_to(folder)
+        faces.append(_Face(image.name if image else str(rel), image, kp, str(rel.with_suffix("")), folder.name,
+                           "" if image else "no image next to the .pts file"))
+    if not faces:
         raise _not_found("300w", folder, "The folder holds no .pts files.")
-    records = _limit(records, max_faces)
-    return _assemble(name or f"300w:{folder.name}", str(folder), SCHEME_68, records, skipped, progress)
+    return faces
 
 
-def load_kaggle(path: str | Path | None = None, max_faces: int | None = None, root: Path | None = None) -> Dataset:
-    """The Kaggle CSV (or a zip holding it): 30 keypoint columns + ``Image`` (9216 space-separated pixels).
-
-    Empty keypoint cells are missing (NaN) and kept: the masked loss learns from incomplete rows.
-    Kaggle gives no person labels, so each row is its own identity.
-    """
-    if path is None:
-        folder = dataset_dir("kaggle", root)
-        path = next((folder / f for f in ("training.csv", "training.zip") if (folder / f).exists()), folder)
-    path = Path(path)
+def _kaggle_faces(path: Path) -> list[_Face]:
+    """Kaggle's ``training.csv`` (or a zip of it): 30 keypoint columns, empty where a point is missing (NaN:
+    incomplete rows are kept whole), and ``Image``, 9216 space-separated pixels. Each row is its own identity."""
+    if path.is_dir():
+        path = next((path / f for f in ("training.csv", "training.zip") if (path / f).exists()), path)
     if not path.is_file():
         raise _not_found("kaggle", path, "Place training.csv or training.zip from Kaggle there.")
-    if path.suffix == ".zip":
-        with zipfile.ZipFile(path) as zf:
-            csvs = [n for n in zf.namelist() if n.endswith(".csv") and not n.startswith("__MACOSX")]
-            if len(csvs) != 1:
-                raise DataFormatError(f"{path}: expected exactly one CSV inside, found {csvs}")
-            df = pd.read_csv(io.BytesIO(zf.read(csvs[0])))
-    else:
-        df = pd.read_csv(path)
+    df = _read_csv(path)
     columns = [f"{n}_{a}" for n in SCHEME_15.names for a in "xy"]
     missing = [c for c in columns + ["Image"] if c not in df.columns]
     if missing:
         raise DataFormatError(f"{path}: missing column(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}; "
                               "expected the 30 Kaggle keypoint columns and 'Image'")
-    if max_faces is not None:
-        df = df.iloc[:max_faces]
-    images, keep, skipped, warnings = [], [], [], []
-    for i, pixels in enumerate(df["Image"].astype(str)):
+    names, images = [f"row_{i:05d}" for i in range(len(df))], [_pixels(p) for p in df["Image"].astype(str)]
+    return [_Face(n, im, kp, n, "kaggle", "" if im is not None else "bad Image field: not 9216 pixel values in 0-255")
+            for n, im, kp in zip(names, images, _keypoints(df, columns, path))]
+
+
+def _pixels(text: str) -> np.ndarray | None:
+    """Kaggle's 9216 space-separated pixels as a 96×96 uint8 image; None if they are not that."""
+    try:
+        p = np.array(text.split(), dtype=np.float32)
+    except ValueError:
+        return None
+    return p.reshape(96, 96).astype(np.uint8) if p.size == 96 * 96 and 0 <= p.min() and p.max() <= 255 else None
+
+
+def _outside(kps: np.ndarray, shape: tuple[int, ...], tol: float = 0.5) -> int:
+    h, w = shape[:2]
+    x, y = kps[:, 0], kps[:, 1]
+    return int(np.sum(((x < -tol) | (y < -tol) | (x > w - 1 + tol) | (y > h - 1 + tol)) & ~np.isnan(x)))
+
+
+_FACES = {"youtube-faces-68": _youtube_faces, "300w": _300w_faces, "kaggle": _kaggle_faces}   # kind -> faces(path)
+
+
+def load(spec: str, max_faces: int | None = None, root: Path | None = None, progress: bool = True,
+         max_pixels: int = MAX_PIXELS) -> Dataset:
+    """Load a data set by spec (:func:`parse_spec`), at most ``max_faces`` faces taken evenly over it. Images are
+    read by :func:`read_image` with its ``max_pixels`` limit; unreadable ones are skipped."""
+    where = parse_spec(spec, root)
+    faces = _FACES[where.kind](where.path)
+    skipped = [(f.name, f.missing) for f in faces if f.missing]
+    faces = [f for f in faces if not f.missing]
+    if max_faces is not None and len(faces) > max_faces:
+        faces = [faces[i] for i in np.unique(np.linspace(0, len(faces) - 1, max_faces).round().astype(int))]
+    images, keep, warnings = [], [], []
+    for f in tqdm(faces, desc=f"reading {spec}", disable=not progress, leave=False):
         try:
-            arr = np.array(pixels.split(), dtype=np.float32)
-            if arr.size != 96 * 96 or np.any((arr < 0) | (arr > 255)):
-                raise ValueError(f"{arr.size} pixel values in 0-255 (expected 9216)")
-        except ValueError as e:
-            skipped.append((f"row {i}", f"bad Image field: {e}"))
+            images.append(f.image if isinstance(f.image, np.ndarray) else read_image(f.image, max_pixels))
+        except ImageReadError as e:
+            skipped.append((f.name, e.reason))
             continue
-        images.append(arr.reshape(96, 96).astype(np.uint8))
-        keep.append(i)
-    kps = df.iloc[keep][columns].to_numpy(np.float32).reshape(-1, 15, 2)
-    for j, kp in zip(keep, kps):
-        n_out = _outside(kp, (96, 96))
-        if n_out:
-            warnings.append(f"row {j}: {n_out} keypoint(s) outside the 96x96 image")
-    names = np.asarray([f"row_{i:05d}" for i in keep], dtype=str)
-    return Dataset("kaggle", images, kps, names, names.copy(), SCHEME_15, str(path), skipped, warnings)
+        keep.append(f)
+        if n := _outside(f.keypoints, images[-1].shape):
+            warnings.append(f"{f.name}: {n} keypoint(s) outside the {images[-1].shape[1]}x{images[-1].shape[0]} image")
+    scheme = SCHEME_15 if where.kind == "kaggle" else SCHEME_68
+    kps = np.asarray([f.keypoints for f in keep], dtype=np.float32).reshape(-1, scheme.num_keypoints, 2)
+    return Dataset(spec, images, kps, np.asarray([f.name for f in keep], dtype=str),
+                   np.asarray([f.identity for f in keep], dtype=str), scheme, str(where.path),
+                   skipped=skipped, warnings=warnings)
 
 
 def index(spec: str, root: Path | None = None) -> pd.DataFrame:
-    """Names and identities of every face of a data set, without reading an image (cheap: counts, splits).
-
-    Columns: ``name``, ``identity``, ``part`` (the course's ``training``/``test`` for YouTube-Faces).
-    """
-    if spec == "youtube-faces-68":
-        folder = dataset_dir(spec, root)
-        frames = []
-        for part in ("training", "test"):
-            csv = folder / f"{part}_frames_keypoints.csv"
-            if not csv.exists():
-                raise _not_found(spec, csv)
-            files = _read_keypoint_csv(csv, 136).iloc[:, 0].astype(str)
-            frames.append(pd.DataFrame({"name": part + "/" + files, "identity": files.map(youtube_identity),
-                                        "part": part}))
-        return pd.concat(frames, ignore_index=True)
-    if spec.startswith("300w"):
-        folder = Path(spec[5:]).expanduser() if spec.startswith("300w:") else dataset_dir("300w", root) / spec[5:]
-        if not folder.is_dir():
-            raise _not_found("300w", folder)
-        stems = [str(p.relative_to(folder).with_suffix("")) for p in sorted(folder.rglob("*.pts"))]
-        return pd.DataFrame({"name": stems, "identity": stems, "part": folder.name})
-    ds = load(spec, root=root)
-    return pd.DataFrame({"name": ds.names, "identity": ds.identities, "part": spec})
-
-
-def available() -> list[str]:
-    """The data set specs found under the data root (e.g. ``youtube-faces-68``, ``300w/afw``)."""
-    root = config.data_root()
-    found = []
-    if (dataset_dir("youtube-faces-68", root) / "training_frames_keypoints.csv").exists():
-        found.append("youtube-faces-68")
-    w = dataset_dir("300w", root)
-    if w.is_dir():
-        found += [f"300w/{d.name}" for d in sorted(w.iterdir()) if d.is_dir() and any(d.glob("*.pts"))]
-    k = dataset_dir("kaggle", root)
-    if any((k / f).exists() for f in ("training.csv", "training.zip")):
-        found.append("kaggle")
-    return found
-
-
-def load(spec: str, max_faces: int | None = None, root: Path | None = None, progress: bool = True) -> Dataset:
-    """Load a data set by name.
-
-    ``spec``: ``"youtube-faces-68"``, ``"kaggle"``, ``"300w/helen-train"``, ``"300w/afw"``, ``"300w"`` (every
-    subset), or ``"300w:PATH"`` for any folder of image + ``.pts`` pairs.
-    """
-    if spec == "youtube-faces-68":
-        return load_youtube_faces(root, max_faces, progress=progress)
-    if spec == "kaggle":
-        return load_kaggle(max_faces=max_faces, root=root)
-    if spec.startswith("300w:"):
-        return load_300w(Path(spec[5:]).expanduser(), max_faces, progress)
-    if spec == "300w" or spec.startswith("300w/"):
-        sub = spec[5:]
-        folder = dataset_dir("300w", root) / sub
-        return load_300w(folder, max_faces, progress, name=spec)
-    raise ValueError(f"Unknown data set {spec!r}; use one of {sorted(DATASETS)}, '300w/SUBSET' or '300w:PATH'")
+    """``name``, ``identity`` and ``part`` (the course's ``training``/``test``, the 300-W folder, ``kaggle``) of
+    every face of a data set, images missing or not, from its annotations alone (cheap: counts, splits)."""
+    where = parse_spec(spec, root)
+    faces = _FACES[where.kind](where.path)
+    return pd.DataFrame({"name": [f.identity if where.kind == "300w" else f.name for f in faces],
+                         "identity": [f.identity for f in faces], "part": [f.part for f in faces]})

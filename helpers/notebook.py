@@ -9,6 +9,7 @@ import random
 import numpy as np
 
 from . import config
+from .plots import set_style
 
 
 def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
@@ -16,15 +17,12 @@ def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
 
     ``deep_learning=True`` also imports Keras (a few seconds) and seeds it with ``keras.utils.set_random_seed``.
     """
-    from .plots import set_style
-
     random.seed(seed)
     np.random.seed(seed)
     set_style()
     names = ["numpy", "pandas", "cv2", "matplotlib", "seaborn", "sklearn"]
     if deep_learning:
         keras = config.import_keras()
-
         keras.utils.set_random_seed(seed)
         names += ["keras", os.environ.get("KERAS_BACKEND", "tensorflow")]
     versions = {"python": platform.python_version()}

@@ -1,23 +1,18 @@
 """From a photograph and its keypoints to what the networks see: a 96×96 grayscale face and its keypoints.
 
-The steps, each a function of its own so chapters can show them one at a time:
+One function a step, so chapters can show them one at a time: :func:`to_gray`; :func:`keypoint_box` (or a
+detector's box, chapter 07); :func:`box_to_crop`, the one place the crop geometry lives; :func:`crop_face`, cut,
+padded and resized; :func:`to_crop_coords` / :func:`to_image_coords`, keypoints moved exactly, both ways;
+:func:`normalise_keypoints` / :func:`denormalise_keypoints`, pixels ↔ [-1, 1]; :func:`prepare` does them all.
 
-1. :func:`to_gray` — any image (RGB, RGBA, gray, 16-bit) to gray uint8;
-2. :func:`keypoint_box` — the landmarks' bounding box (training), or a detector's box (chapter 07);
-3. :func:`box_to_crop` — a box to a square crop with a margin (the one place this geometry lives);
-4. :func:`crop_face` — cut and resize (``INTER_AREA``) the crop to 96×96, padding where it leaves the image;
-5. :func:`to_crop_coords` / :func:`to_image_coords` — keypoints moved exactly, both ways;
-6. :func:`normalise_keypoints` / :func:`denormalise_keypoints` — pixels ↔ [-1, 1] for the networks.
-
-Coordinates are 0-based pixel centres throughout. A crop is ``(x0, y0, side)`` in integer pixels: the square
-of pixels ``x0 .. x0+side-1`` × ``y0 .. y0+side-1``. Resizing maps pixel centres as OpenCV does,
-``x_out = (x_in - x0 + 0.5) * size / side - 0.5``, so keypoints follow the pixels exactly.
+Coordinates are 0-based pixel centres. A crop ``(x0, y0, side)`` is the square of pixels ``x0 .. x0+side-1`` ×
+``y0 .. y0+side-1``; resizing maps pixel centres as OpenCV does, ``x_out = (x_in - x0 + 0.5) * size / side - 0.5``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import cv2
@@ -25,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import config
-from .data import FaceCollection
+from .data import FaceCollection, as_rgb
 from .schemes import Scheme, get_scheme
 
 CROP_SCALE = 1.5          # crop side = CROP_SCALE × the longer side of the landmark box
@@ -33,23 +28,12 @@ PREPROCESS_VERSION = 2    # bump when the geometry changes: it invalidates cache
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
-    """Gray uint8 (H, W) from gray, RGB or RGBA (uint8, uint16 or float in [0, 1])."""
+    """Gray uint8 (H, W) from gray, RGB or RGBA (its alpha ignored), in any dtype :func:`helpers.data.as_rgb` takes."""
     img = np.asarray(image)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.dtype == np.uint16:
-        img = (img / 257.0).round().astype(np.uint8)
-    elif img.dtype.kind == "f":
-        img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise ValueError(f"unsupported image dtype {img.dtype}")
-    if img.ndim == 2:
-        return img
-    if img.ndim == 3 and img.shape[2] == 3:
-        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    if img.ndim == 3 and img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_RGBA2GRAY)
-    raise ValueError(f"expected a (H, W), (H, W, 3) or (H, W, 4) image, got shape {img.shape}")
+    if img.ndim == 3 and img.shape[2] == 2:
+        raise ValueError(f"expected a (H, W), (H, W, 3) or (H, W, 4) image, got shape {img.shape}")
+    img = img[..., :3] if img.ndim == 3 and img.shape[2] == 4 else img
+    return img if img.ndim == 2 and img.dtype == np.uint8 else cv2.cvtColor(as_rgb(img), cv2.COLOR_RGB2GRAY)
 
 
 def keypoint_box(keypoints: np.ndarray) -> np.ndarray:
@@ -61,12 +45,9 @@ def keypoint_box(keypoints: np.ndarray) -> np.ndarray:
 
 
 def box_to_crop(box, scale: float = CROP_SCALE, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """A square crop ``(x0, y0, side)`` (integers) around ``box`` = (x0, y0, x1, y1).
-
-    ``side = scale × max(box width, box height)``; the centre is the box centre moved by ``shift`` × side.
-    Training uses the landmark box with the defaults; chapter 07 fits ``scale`` and ``shift`` so that a face
-    detector's box yields the same framing (see :mod:`helpers.detect`).
-    """
+    """A square crop ``(x0, y0, side)`` (integers) around ``box`` = (x0, y0, x1, y1): ``side = scale × max(box
+    width, box height)``, centred on the box centre moved by ``shift`` × side. Training uses the landmark box with
+    the defaults; :mod:`helpers.detect` fits ``scale`` and ``shift`` that frame a detector's box the same way."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"degenerate box {box}")
@@ -97,18 +78,14 @@ def crop_face(image: np.ndarray, crop, size: int = config.IMAGE_SIZE,
 
 def to_crop_coords(keypoints: np.ndarray, crop, size: int = config.IMAGE_SIZE) -> np.ndarray:
     """Image pixel coordinates → crop pixel coordinates (NaN stays NaN). ``crop`` may be (3,) or (N, 3)."""
-    kp = np.asarray(keypoints, dtype=np.float32)
-    c = np.asarray(crop, dtype=np.float32)
-    origin, side = c[..., None, :2], c[..., None, 2:3]
-    return ((kp - origin + 0.5) * (size / side) - 0.5).astype(np.float32)
+    c = np.asarray(crop, dtype=np.float32)[..., None, :]          # (..., 1, 3): origin c[..., :2], side c[..., 2:]
+    return ((np.asarray(keypoints, np.float32) - c[..., :2] + 0.5) * (size / c[..., 2:]) - 0.5).astype(np.float32)
 
 
 def to_image_coords(keypoints: np.ndarray, crop, size: int = config.IMAGE_SIZE) -> np.ndarray:
     """Crop pixel coordinates → image pixel coordinates: the inverse of :func:`to_crop_coords`."""
-    kp = np.asarray(keypoints, dtype=np.float32)
-    c = np.asarray(crop, dtype=np.float32)
-    origin, side = c[..., None, :2], c[..., None, 2:3]
-    return ((kp + 0.5) * (side / size) - 0.5 + origin).astype(np.float32)
+    c = np.asarray(crop, dtype=np.float32)[..., None, :]
+    return ((np.asarray(keypoints, np.float32) + 0.5) * (c[..., 2:] / size) - 0.5 + c[..., :2]).astype(np.float32)
 
 
 def normalise_keypoints(keypoints: np.ndarray, size: int = config.IMAGE_SIZE) -> np.ndarray:
@@ -123,11 +100,9 @@ def denormalise_keypoints(normalised: np.ndarray, size: int = config.IMAGE_SIZE)
 
 @dataclass
 class Faces(FaceCollection):
-    """Preprocessed faces: what every chapter after 02 works with.
-
-    ``images`` uint8 (N, size, size); ``keypoints`` float32 (N, K, 2) in crop pixels (NaN = missing);
-    ``crops`` int64 (N, 3) = (x0, y0, side) in the original image; ``source`` the data set spec.
-    """
+    """Preprocessed faces, what every chapter after 02 works with: ``images`` uint8 (N, size, size); ``keypoints``
+    float32 (N, K, 2) in crop pixels, NaN where missing; ``crops`` int64 (N, 3) = (x0, y0, side) in the original
+    image; ``source`` the data set spec."""
 
     images: np.ndarray
     keypoints: np.ndarray
@@ -136,8 +111,6 @@ class Faces(FaceCollection):
     crops: np.ndarray
     scheme: Scheme
     source: str
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
     PER_FACE: ClassVar[tuple[str, ...]] = ("images", "keypoints", "names", "identities", "crops")
 
@@ -150,32 +123,34 @@ class Faces(FaceCollection):
         return int(self.images.shape[1])
 
     def save(self, path) -> None:
-        np.savez_compressed(
-            path, images=self.images, keypoints=self.keypoints, names=self.names.astype(str),
-            identities=self.identities.astype(str), crops=self.crops, scheme=np.array(self.scheme.name),
-            source=np.array(self.source),
-            skipped=np.array([f"{n}\t{why}" for n, why in self.skipped], dtype=str),
-            warnings=np.array(self.warnings, dtype=str))
+        np.savez_compressed(path, images=self.images, keypoints=self.keypoints, names=self.names.astype(str),
+                            identities=self.identities.astype(str), crops=self.crops, scheme=self.scheme.name,
+                            source=self.source, skipped=np.array([f"{n}\t{w}" for n, w in self.skipped], dtype=str),
+                            warnings=np.array(self.warnings, dtype=str))
 
     @classmethod
     def load(cls, path) -> "Faces":
         with np.load(path, allow_pickle=False) as z:
             skipped = [tuple(s.split("\t", 1)) for s in z["skipped"].tolist()]
             return cls(z["images"], z["keypoints"], z["names"], z["identities"], z["crops"],
-                       get_scheme(str(z["scheme"])), str(z["source"]), skipped, z["warnings"].tolist())
+                       get_scheme(str(z["scheme"])), str(z["source"]), skipped=skipped, warnings=z["warnings"].tolist())
 
 
 def prepare(dataset, size: int = config.IMAGE_SIZE, scale: float = CROP_SCALE, progress: bool = True) -> Faces:
-    """Crop every face of a :class:`helpers.data.Dataset` around its landmark box and resize it to size²."""
+    """Crop every face of a :class:`helpers.data.Dataset` around its landmark box and resize it to size².
+
+    Kaggle's images are face crops already (the thesis' input): they are taken whole, whatever their labels."""
     n = len(dataset)
+    whole = dataset.name.partition(":")[0] == "kaggle"
     images = np.empty((n, size, size), dtype=np.uint8)
     crops = np.empty((n, 3), dtype=np.int64)
     for i in tqdm(range(n), desc=f"cropping {dataset.name}", disable=not progress, leave=False):
-        crops[i] = box_to_crop(keypoint_box(dataset.keypoints[i]), scale=scale)
+        side = max(dataset.images[i].shape[:2])
+        crops[i] = (0, 0, side) if whole else box_to_crop(keypoint_box(dataset.keypoints[i]), scale=scale)
         images[i] = crop_face(dataset.images[i], crops[i], size)
     kps = to_crop_coords(dataset.keypoints, crops, size) if n else dataset.keypoints.copy()
     return Faces(images, kps, dataset.names.copy(), dataset.identities.copy(), crops, dataset.scheme,
-                 dataset.name, list(dataset.skipped), list(dataset.warnings))
+                 dataset.name, skipped=list(dataset.skipped), warnings=list(dataset.warnings))
 
 
 def cache_key(**params) -> str:

@@ -1,11 +1,8 @@
 """Keypoint schemes: names, left/right pairs for flipping, drawing connectivity, and the 68 → 15 mapping.
 
-Conventions
------------
-* "left" and "right" are the **subject's** sides, as in the Kaggle column names (``left_eye_center`` is the
-  subject's left eye, which appears on the *right* of a frontal photograph).
-* iBUG 68 indices are 0-based here (the 300-W papers number them 1-68): 0-16 jaw, 17-26 brows, 27-35 nose,
-  36-47 eyes (36-41 the subject's right eye), 48-67 mouth.
+"Left" and "right" are the **subject's** sides, as in the Kaggle column names (``left_eye_center``, the subject's
+left eye, is on the *right* of a frontal photograph). iBUG 68 indices are 0-based here (300-W numbers them 1-68):
+0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes (36-41 the subject's right eye), 48-67 mouth.
 """
 from __future__ import annotations
 
@@ -16,24 +13,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Scheme:
-    """A keypoint layout.
+    """A keypoint layout."""
 
-    Attributes
-    ----------
-    name : short identifier (``"68"`` or ``"15"``)
-    names : one name per keypoint
-    flip_pairs : (a, b) index pairs that swap under a horizontal flip; unlisted points map to themselves
-    polylines : (indices, closed) tuples to draw the face's outline (jaw, brows, nose, eyes, lips)
-    normaliser : two groups of indices; the distance between the groups' means normalises NME
-    normaliser_name : a phrase for text and plots (e.g. "outer eye corners")
-    """
-
-    name: str
-    names: tuple[str, ...]
-    flip_pairs: tuple[tuple[int, int], ...]
-    polylines: tuple[tuple[tuple[int, ...], bool], ...]
-    normaliser: tuple[tuple[int, ...], tuple[int, ...]]
-    normaliser_name: str
+    name: str                                                # "68" or "15"
+    names: tuple[str, ...]                                   # one per keypoint
+    flip_pairs: tuple[tuple[int, int], ...]                  # swapped by a horizontal flip; the rest stay
+    polylines: tuple[tuple[tuple[int, ...], bool], ...]      # (indices, closed): the face's outline, for drawing
+    normaliser: tuple[tuple[int, ...], tuple[int, ...]]      # NME divides by the distance of the groups' means
+    normaliser_name: str                                     # a phrase for text and plots
     _perm: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -83,10 +70,8 @@ class Scheme:
 
 
 def _names_68() -> tuple[str, ...]:
-    names = []
     # jaw: 0 is at the subject's right ear (image left), 8 the chin, 16 the subject's left ear.
-    for i in range(17):
-        names.append("chin" if i == 8 else (f"right_jaw_{i}" if i < 8 else f"left_jaw_{16 - i}"))
+    names = [f"right_jaw_{i}" for i in range(8)] + ["chin"] + [f"left_jaw_{7 - i}" for i in range(8)]
     names += [f"right_brow_{i}" for i in range(5)] + [f"left_brow_{4 - i}" for i in range(5)]
     names += [f"nose_bridge_{i}" for i in range(4)]
     names += ["right_nostril_outer", "right_nostril", "nose_base", "left_nostril", "left_nostril_outer"]
@@ -116,35 +101,20 @@ SCHEME_68 = Scheme(
     name="68",
     names=_names_68(),
     flip_pairs=_PAIRS_68,
-    polylines=(
-        (tuple(range(0, 17)), False),        # jaw
-        (tuple(range(17, 22)), False),       # right brow
-        (tuple(range(22, 27)), False),       # left brow
-        (tuple(range(27, 31)), False),       # nose bridge
-        (tuple(range(30, 36)), True),        # lower nose
-        (tuple(range(36, 42)), True),        # right eye
-        (tuple(range(42, 48)), True),        # left eye
-        (tuple(range(48, 60)), True),        # outer lips
-        (tuple(range(60, 68)), True),        # inner lips
-    ),
+    polylines=tuple((tuple(range(a, b)), closed) for a, b, closed in (
+        (0, 17, False), (17, 22, False), (22, 27, False), (27, 31, False),   # jaw, right and left brow, nose bridge
+        (30, 36, True), (36, 42, True), (42, 48, True),                      # lower nose, right and left eye
+        (48, 60, True), (60, 68, True))),                                    # outer and inner lips
     normaliser=((36,), (45,)),
     normaliser_name="outer eye corners (points 36 and 45)",
 )
 
-KAGGLE_NAMES = (
-    "left_eye_center", "right_eye_center",
-    "left_eye_inner_corner", "left_eye_outer_corner",
-    "right_eye_inner_corner", "right_eye_outer_corner",
-    "left_eyebrow_inner_end", "left_eyebrow_outer_end",
-    "right_eyebrow_inner_end", "right_eyebrow_outer_end",
-    "nose_tip",
-    "mouth_left_corner", "mouth_right_corner",
-    "mouth_center_top_lip", "mouth_center_bottom_lip",
-)
-
 SCHEME_15 = Scheme(
     name="15",
-    names=KAGGLE_NAMES,
+    names=("left_eye_center", "right_eye_center", "left_eye_inner_corner", "left_eye_outer_corner",
+           "right_eye_inner_corner", "right_eye_outer_corner", "left_eyebrow_inner_end", "left_eyebrow_outer_end",
+           "right_eyebrow_inner_end", "right_eyebrow_outer_end", "nose_tip", "mouth_left_corner",
+           "mouth_right_corner", "mouth_center_top_lip", "mouth_center_bottom_lip"),       # Kaggle's column names
     flip_pairs=((0, 1), (2, 4), (3, 5), (6, 8), (7, 9), (11, 12)),
     polylines=(
         ((3, 0, 2), False), ((5, 1, 4), False),     # eyes: outer - centre - inner
@@ -172,12 +142,12 @@ SCHEMES = {"68": SCHEME_68, "15": SCHEME_15}
 
 
 def get_scheme(name: str | int | Scheme) -> Scheme:
+    """A scheme by name (``"68"``, ``15``) or itself."""
     if isinstance(name, Scheme):
         return name
-    key = str(name)
-    if key not in SCHEMES:
+    if str(name) not in SCHEMES:
         raise ValueError(f"Unknown keypoint scheme {name!r}; choose from {sorted(SCHEMES)}")
-    return SCHEMES[key]
+    return SCHEMES[str(name)]
 
 
 def to_15(keypoints68: np.ndarray) -> np.ndarray:

@@ -1,22 +1,16 @@
-"""Identity-disjoint train / validation / test splits.
+"""Identity-disjoint train / validation / test splits, and the cached preprocessed faces of a data set.
 
-A person's split is a pure function of ``(seed, identity)``: a hash mapped to [0, 1) and cut at the split
-fractions. So splits are seeded, reproducible on any machine, never put one person in two splits, and do not
-change when faces or people are added to a data set. ``save_splits`` writes them as CSVs of file names under
-``data/splits/`` (tracked by git, so readers see exactly which faces each number was measured on).
-
-Rules per data set:
-* ``youtube-faces-68``: the course's training and test CSVs are merged first (its own split shares all 347
-  test people with training), then split 80 / 10 / 10 by person.
-* ``300w/afw``: test only, a cross-data-set test; no split ever mixes it into training.
-* ``300w/...`` (HELEN-train and other training subsets): 90 / 10 / 0 train / val by image.
-* ``kaggle``: no person labels; 80 / 10 / 10 by row.
+A person's split is a pure function of ``(seed, identity)``, a hash cut at the split fractions: seeded,
+reproducible anywhere, one split per person, stable when faces are added. Rules: ``youtube-faces-68`` (its two
+CSVs merged: they share all 347 test people) 80 / 10 / 10 by person; ``300w/afw`` test only; the other 300-W
+folders (``helen-train``, ``lfpw-train``) 90 / 10 / 0 by image; ``kaggle`` (no person labels) 80 / 10 / 10 by row.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +23,12 @@ SPLITS = ("train", "val", "test")
 
 
 def fractions_for(spec: str) -> tuple[float, float, float]:
-    if spec.startswith("300w") and Path(spec).name.lower().startswith("afw"):
-        return (0.0, 0.0, 1.0)
-    if spec.startswith("300w"):
-        return (0.9, 0.1, 0.0)
+    """(train, val, test) fractions of a data set spec, by the rules above."""
+    kind, path = data.parse_spec(spec)
+    if kind == "300w" and path.name == data.FOLDERS["300w"]:
+        raise ValueError("split 300-W one folder at a time (300w/afw, 300w/helen-train, ...): AFW is test only")
+    if kind == "300w":
+        return (0.0, 0.0, 1.0) if path.name.lower().startswith("afw") else (0.9, 0.1, 0.0)
     return (0.8, 0.1, 0.1)
 
 
@@ -42,92 +38,78 @@ def assign_splits(identities, fractions=(0.8, 0.1, 0.1), seed: int = config.DEFA
     if f.shape != (3,) or np.any(f < 0) or not np.isclose(f.sum(), 1.0):
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
     cuts = np.cumsum(f)
-    out = np.empty(len(identities), dtype=object)
-    memo: dict[str, str] = {}
-    for i, ident in enumerate(np.asarray(identities, dtype=str)):
-        if ident not in memo:
-            h = hashlib.sha256(f"{seed}:{ident}".encode()).digest()
-            u = int.from_bytes(h[:8], "big") / 2**64
-            memo[ident] = SPLITS[int(np.searchsorted(cuts, u, side="right"))] if u < cuts[-1] else SPLITS[-1]
-        out[i] = memo[ident]
-    return out.astype(str)
-
-
-def splits_path(spec: str) -> Path:
-    return config.SPLITS_DIR / (spec.replace("/", "_").replace(":", "_") + ".csv")
+    ids = np.asarray(identities, dtype=str)
+    u = {i: int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2**64 for i in np.unique(ids)}
+    split = {i: SPLITS[min(int(np.searchsorted(cuts, v, side="right")), 2)] for i, v in u.items()}   # past 1: test
+    return np.array([split[i] for i in ids], dtype=str)
 
 
 def save_splits(spec: str, names, identities, splits) -> Path:
-    """Write ``name,identity,split`` rows (sorted by name) to ``data/splits/<spec>.csv``."""
-    path = splits_path(spec)
+    """Write ``name,identity,split`` rows (sorted by name) to ``data/splits/<spec>.csv``, tracked by git."""
+    path = config.SPLITS_DIR / (spec.replace("/", "_").replace(":", "_") + ".csv")
     path.parent.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame({"name": names, "identity": identities, "split": splits}).sort_values("name")
-    df.to_csv(path, index=False)
+    pd.DataFrame({"name": names, "identity": identities, "split": splits}).sort_values("name").to_csv(path, index=False)
     return path
 
 
 def split_table(faces_by_split: dict[str, Faces]) -> pd.DataFrame:
-    """Faces and people per split (and a check that no person is in two splits)."""
-    rows = {s: {"faces": len(f), "people": f.num_people} for s, f in faces_by_split.items()}
-    table = pd.DataFrame(rows).T
+    """Faces and people per split; ``attrs["people_in_two_splits"]`` checks that no person is in two."""
+    table = pd.DataFrame({s: {"faces": len(f), "people": f.num_people} for s, f in faces_by_split.items()}).T
     people = [set(f.identities.tolist()) for f in faces_by_split.values()]
-    shared = sum(len(a & b) for i, a in enumerate(people) for b in people[i + 1:])
-    table.attrs["people_in_two_splits"] = shared
+    table.attrs["people_in_two_splits"] = sum(len(a & b) for i, a in enumerate(people) for b in people[i + 1:])
     return table
 
 
-def _data_fingerprint(spec: str) -> list:
-    """(path, size, mtime) of every file behind ``spec``: cheap, and changes whenever the data does."""
-    if spec.startswith("300w:"):
-        folder = Path(spec[5:]).expanduser()
-    elif spec.startswith("300w"):
-        folder = data.dataset_dir("300w") / spec[5:]
-    else:
-        folder = data.dataset_dir(spec)
-    out = []
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            st = os.stat(os.path.join(dirpath, f))
-            out.append((os.path.relpath(os.path.join(dirpath, f), folder), st.st_size, st.st_mtime_ns))
-    return sorted(out)
+def data_fingerprint(specs) -> str:
+    """A sha256 hex digest over the names and bytes of every file behind ``specs`` (one spec or several): it
+    changes whenever the data does, even for a file edited in place with its size and time kept."""
+    h = hashlib.sha256()
+    for spec in [specs] if isinstance(specs, str) else specs:
+        path = data.parse_spec(spec).path
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] * path.exists()
+        h.update("".join(f"{f.relative_to(path.parent)}\t{data.sha256sum(f)}\n" for f in files).encode())
+    return h.hexdigest()
+
+
+def _cached(path: Path, build) -> Faces:
+    """The ``.npz`` at ``path``, else (or if unreadable: reported) ``build()``, written there atomically."""
+    if path.exists():
+        try:
+            return Faces.load(path)
+        except Exception as e:                  # noqa: BLE001 - whatever broke the file, rebuilding mends it
+            warnings.warn(f"ignoring the unreadable cache {path} ({type(e).__name__}: {e}); rebuilding it")
+    faces = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.npz")     # concurrent builders never collide
+    try:
+        faces.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return faces
 
 
 def load_faces(spec: str, split: str | None = None, max_faces: int | None = None, size: int = config.IMAGE_SIZE,
-               seed: int = config.DEFAULT_SEED, cache: bool = True, progress: bool = True):
-    """Load, crop and split a data set in one call; the preprocessed arrays are cached as ``.npz``.
-
-    Returns :class:`helpers.preprocess.Faces` for ``split`` (``train``/``val``/``test``), or for every face
-    when ``split`` is ``None`` (then ``faces.split`` labels each face via :func:`split_of`).
-    """
+               seed: int = config.DEFAULT_SEED, cache: bool = True, progress: bool = True) -> Faces:
+    """Load, crop and split a data set: :class:`helpers.preprocess.Faces` of ``split`` (``train``/``val``/``test``),
+    or of every face for ``None``; cached as ``.npz`` under a key of the data's content (:func:`data_fingerprint`)."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-    key = preprocess.cache_key(spec=spec, root=str(config.data_root()), max_faces=max_faces, size=size,
-                               scale=preprocess.CROP_SCALE, files=_data_fingerprint(spec) if cache else None)
-    path = config.CACHE_DIR / f"faces-{spec.replace('/', '_').replace(':', '_')[:60]}-{key}.npz"
-    if cache and path.exists():
-        faces = Faces.load(path)
+
+    def build() -> Faces:
+        return preprocess.prepare(data.load(spec, max_faces, progress=progress), size, progress=progress)
+
+    if not cache:
+        faces = build()
     else:
-        faces = preprocess.prepare(data.load(spec, max_faces=max_faces, progress=progress), size=size,
-                                   progress=progress)
-        faces.source = spec
-        if cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # a private temporary name, then an atomic rename: concurrent builders never collide
-            fd, tmp = tempfile.mkstemp(suffix=".npz", prefix=path.stem + ".", dir=path.parent)
-            os.close(fd)
-            try:
-                faces.save(tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-    if split is None:
-        return faces
-    return faces.subset(split_of(faces, seed) == split)
+        key = preprocess.cache_key(spec=spec, max_faces=max_faces, size=size, scale=preprocess.CROP_SCALE,
+                                   data=data_fingerprint(spec))
+        faces = _cached(config.CACHE_DIR / f"faces-{spec.replace('/', '_').replace(':', '_')[:60]}-{key}.npz", build)
+    return faces if split is None else faces.subset(split_of(faces, seed) == split)
 
 
 def split_of(faces: Faces, seed: int = config.DEFAULT_SEED) -> np.ndarray:
-    """The split of each face of ``faces`` (by its identity and data set's rule)."""
+    """The split of each face of ``faces``, by its identity and its data set's rule."""
     return assign_splits(faces.identities, fractions_for(faces.source), seed)
 
 

@@ -18,9 +18,11 @@ def test_profiles(monkeypatch):
     monkeypatch.setenv("FKP_PROFILE", "smoke")
     assert config.get_profile().name == "smoke"
     assert config.get_profile("full").max_faces is None
-    assert config.get_profile("quick", lenet_epochs=3).lenet_epochs == 3
+    assert config.get_profile("quick", max_epochs=3).epochs(150) == 3
     smoke, quick, full = (config.get_profile(n) for n in ("smoke", "quick", "full"))
-    assert smoke.max_faces < quick.max_faces and smoke.lenet_epochs < quick.lenet_epochs < full.lenet_epochs
+    assert smoke.max_faces < quick.max_faces
+    assert [p.epochs(150) for p in (smoke, quick, full)] == [2, 15, 150]
+    assert smoke.epochs(1) == quick.epochs(1) == full.epochs(1) == 1
     monkeypatch.setenv("FKP_PROFILE", "huge")
     with pytest.raises(ValueError, match="FKP_PROFILE"):
         config.get_profile()

@@ -1,5 +1,7 @@
 import io
 import zipfile
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,7 +28,7 @@ def test_kaggle_csv_keeps_incomplete_rows(tmp_path):
     df = kaggle_frame()
     path = tmp_path / "training.csv"
     df.to_csv(path, index=False)
-    ds = data.load_kaggle(path)
+    ds = data.load(f"kaggle:{path}", progress=False)
     assert len(ds) == 5 and ds.keypoints.shape == (5, 15, 2) and ds.scheme is SCHEME_15
     assert np.isnan(ds.keypoints[1, 2:]).all() and not np.isnan(ds.keypoints[1, :2]).any()
     assert not np.isnan(ds.keypoints[0]).any()
@@ -43,21 +45,21 @@ def test_kaggle_zip_and_bad_rows(tmp_path):
     path = tmp_path / "training.zip"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("training.csv", buf.getvalue())
-    ds = data.load_kaggle(path)
+    ds = data.load(f"kaggle:{path}", progress=False)
     assert len(ds) == 3
-    assert ds.skipped and ds.skipped[0][0] == "row 2" and "9216" in ds.skipped[0][1]
+    assert ds.skipped and ds.skipped[0][0] == "row_00002" and "9216" in ds.skipped[0][1]
 
 
 def test_kaggle_wrong_schema_names_file_and_columns(tmp_path):
     path = tmp_path / "training.csv"
     kaggle_frame(2).drop(columns=["nose_tip_x"]).to_csv(path, index=False)
     with pytest.raises(data.DataFormatError, match=r"training\.csv.*nose_tip_x"):
-        data.load_kaggle(path)
+        data.load(f"kaggle:{path}")
 
 
 def test_kaggle_missing_explains_where(tmp_path):
     with pytest.raises(data.DatasetNotFoundError, match="kaggle") as e:
-        data.load_kaggle(root=tmp_path)
+        data.load("kaggle", root=tmp_path)
     assert "FKP_DATA_DIR" in str(e.value) and "training.csv" in str(e.value)
 
 
@@ -98,26 +100,26 @@ def test_300w_folder_loads_and_reports_bad_files(tiny_300w):
 
 
 def test_youtube_layout_merges_both_csvs(tiny_youtube):
-    ds = data.load_youtube_faces(tiny_youtube, progress=False)
+    ds = data.load("youtube-faces-68", root=tiny_youtube, progress=False)
     assert len(ds) == 6                                               # 7 rows, one image missing
     assert ds.skipped == [("test/Gone_Man_01.jpg", "listed in test_frames_keypoints.csv but missing from test/")]
     assert ds.num_people == 4
     assert sorted(set(ds.identities)) == ["Ann_Lee", "Bob_Ray", "Cy_Di", "Eve_Ox"]
     assert ds.names[0] == "training/Ann_Lee_00.jpg" and len(set(ds.names)) == len(ds)
     assert ds.images[0].ndim == 3 and ds.images[0].shape[2] == 3
-    assert len(data.load_youtube_faces(tiny_youtube, max_faces=3, progress=False)) == 3
+    assert len(data.load("youtube-faces-68", max_faces=3, root=tiny_youtube, progress=False)) == 3
 
 
 def test_youtube_wrong_schema(tiny_youtube):
     csv = tiny_youtube / "youtube-faces-68" / "test_frames_keypoints.csv"
     csv.write_text("name,a,b\nx.jpg,1,2\n")
     with pytest.raises(data.DataFormatError, match=r"test_frames_keypoints\.csv.*136 keypoint columns"):
-        data.load_youtube_faces(tiny_youtube, progress=False)
+        data.load("youtube-faces-68", root=tiny_youtube, progress=False)
 
 
 def test_missing_data_set_says_where_and_how(tmp_path):
     with pytest.raises(data.DatasetNotFoundError) as e:
-        data.load_youtube_faces(tmp_path)
+        data.load("youtube-faces-68", root=tmp_path)
     msg = str(e.value)
     assert str(tmp_path) in msg and "FKP_DATA_DIR" in msg and "train-test-data.zip" in msg
 
@@ -135,11 +137,11 @@ def test_unknown_spec():
 def test_download_file_verifies_checksum(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(b"keypoints" * 1000)
-    good = data.sha256sum(src)
-    out = data.download_file(src.as_uri(), tmp_path / "dl" / "a.bin", sha256=good, progress=False)
+    out = data.download_file(src.as_uri(), tmp_path / "dl" / "a.bin")
     assert out.read_bytes() == src.read_bytes()
+    (tmp_path / "dl" / "b.bin.sha256").write_text("0" * 64 + "  b.bin\n")
     with pytest.raises(OSError, match="Checksum mismatch"):
-        data.download_file(src.as_uri(), tmp_path / "dl" / "b.bin", sha256="0" * 64, progress=False)
+        data.download_file(src.as_uri(), tmp_path / "dl" / "b.bin")
     assert not (tmp_path / "dl" / "b.bin").exists() and not (tmp_path / "dl" / "b.bin.part").exists()
 
 
@@ -147,23 +149,12 @@ def test_download_without_published_checksum_records_and_checks_it(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(b"version one")
     dest = tmp_path / "dl" / "a.bin"
-    data.download_file(src.as_uri(), dest, progress=False)
+    data.download_file(src.as_uri(), dest)
     assert (tmp_path / "dl" / "a.bin.sha256").read_text().split()[0] == data.sha256sum(src)
     src.write_bytes(b"version two, changed upstream")
     dest.unlink()
     with pytest.raises(OSError, match="Checksum mismatch"):
-        data.download_file(src.as_uri(), dest, progress=False)
-
-
-@pytest.mark.parametrize("member", ["../evil.txt", "/etc/evil.txt", "a/../../evil.txt"])
-def test_safe_extract_rejects_escaping_members(tmp_path, member):
-    z = tmp_path / "bad.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        zf.writestr("ok.txt", "fine")
-        zf.writestr(member, "evil")
-    with pytest.raises(data.DataFormatError, match="unsafe|outside"):
-        data.safe_extract(z, tmp_path / "out")
-    assert not (tmp_path / "out").exists() and not (tmp_path / "evil.txt").exists()
+        data.download_file(src.as_uri(), dest)
 
 
 def test_download_youtube_archive_end_to_end(tmp_path, tiny_youtube, monkeypatch):
@@ -174,12 +165,15 @@ def test_download_youtube_archive_end_to_end(tmp_path, tiny_youtube, monkeypatch
         for f in folder.rglob("*"):
             if f.is_file():
                 zf.write(f, "data/" + str(f.relative_to(folder)))
+        for member in ("../evil.txt", "/tmp/evil.txt", "a/../../evil.txt"):     # never lands outside the target
+            zf.writestr(member, "evil")
     monkeypatch.setattr(data.config, "PROJECT_DATA_DIR", tmp_path / "project-data")
     target_root = tmp_path / "fresh"
-    out = data.download("youtube-faces-68", root=target_root, url=archive.as_uri(), progress=False)
+    out = data.download("youtube-faces-68", root=target_root, url=archive.as_uri())
     assert out == target_root / "youtube-faces-68"
-    assert len(data.load_youtube_faces(target_root, progress=False)) == 6
+    assert len(data.load("youtube-faces-68", root=target_root, progress=False)) == 6
     assert (tmp_path / "project-data" / "downloads" / "train-test-data.zip.sha256").exists()
+    assert not list(tmp_path.glob("**/evil.txt")) and not Path("/tmp/evil.txt").exists()
 
 
 def test_300w_download_explains_registration(tmp_path):
@@ -199,3 +193,55 @@ def test_index_lists_faces_without_reading_images(tiny_youtube, tiny_300w):
     assert idx.loc[idx["name"] == "test/Ann_Lee_30.jpg", "identity"].item() == "Ann_Lee"
     w = data.index(f"300w:{tiny_300w}")
     assert list(w["name"]) == [f"img{i}_1" for i in range(4)] and (w["name"] == w["identity"]).all()
+
+
+def test_kaggle_keeps_every_labelled_coordinate(tmp_path):
+    df = kaggle_frame(3)
+    df.loc[0, KAGGLE_COLUMNS[1:]] = np.nan                # only left_eye_center_x is labelled
+    df.loc[2, KAGGLE_COLUMNS] = np.nan                     # nothing labelled: still a face of the data set
+    df.to_csv(tmp_path / "training.csv", index=False)
+    ds = data.load(f"kaggle:{tmp_path}", progress=False)
+    assert len(ds) == 3 and ds.keypoints[0, 0, 0] == np.float32(df.loc[0, KAGGLE_COLUMNS[0]])
+    assert np.isnan(ds.keypoints[0]).sum() == 29 and np.isnan(ds.keypoints[2]).all()
+    assert len(data.index(f"kaggle:{tmp_path / 'training.csv'}")) == 3
+
+
+def test_loaders_apply_the_pixel_limit(tiny_youtube, tiny_300w):
+    ds = data.load(f"300w:{tiny_300w}", max_pixels=100 * 100, progress=False)     # the faces are 120x100
+    assert len(ds) == 0 and len(ds.skipped) == 4
+    assert all("120x100" in why and "pixel limit" in why for _, why in ds.skipped)
+    assert len(data.load("youtube-faces-68", root=tiny_youtube, max_pixels=120 * 100, progress=False)) == 6
+
+
+def test_read_image_names_the_file(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    with pytest.raises(data.ImageReadError, match=r"a\.jpg: empty file") as e:
+        data.read_image(tmp_path / "a.jpg")
+    assert isinstance(e.value, ValueError) and e.value.reason.startswith("empty file")
+    ihdr = b"IHDR" + (60000).to_bytes(4, "big") * 2 + b"\x08\x02\0\0\0"         # 60000² RGB pixels
+    (tmp_path / "big.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\r" + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
+                                       + b"\0\0\0\0IEND" + zlib.crc32(b"IEND").to_bytes(4, "big"))   # no pixel data
+    with pytest.raises(data.ImageReadError, match="60000x60000 image is over the"):
+        data.read_image(tmp_path / "big.png")                                 # refused before decoding
+
+
+def test_parse_spec(tmp_path):
+    root = tmp_path
+    assert data.parse_spec("youtube-faces-68", root) == ("youtube-faces-68", root / "youtube-faces-68")
+    assert data.parse_spec("300w/lfpw-train", root) == ("300w", root / "300w-subset" / "lfpw-train")
+    assert data.parse_spec("300w", root) == ("300w", root / "300w-subset")
+    assert data.parse_spec("300w:/any/folder") == ("300w", Path("/any/folder"))
+    assert data.parse_spec("kaggle:/p/training.csv") == ("kaggle", Path("/p/training.csv"))
+    assert data.parse_spec("kaggle", root).path == root / "kaggle"
+    for bad in ("celeba", "youtube-faces-68/x", "300w:", "kaggle/x"):
+        with pytest.raises(ValueError, match="Unknown data set"):
+            data.parse_spec(bad)
+
+
+@needs_real_data
+def test_real_lfpw_train_loads():
+    assert "300w/lfpw-train" in data.available()
+    idx = data.index("300w/lfpw-train")
+    assert len(idx) == 805 and idx["identity"].is_unique and set(idx["part"]) == {"lfpw-train"}
+    ds = data.load("300w/lfpw-train", max_faces=8, progress=False)
+    assert len(ds) == 8 and not ds.skipped and ds.keypoints.shape == (8, 68, 2)

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +95,53 @@ def _build_faces(cache_dir):
 
     config.CACHE_DIR = Path(cache_dir)
     return len(splits.load_faces("youtube-faces-68", progress=False))
+
+
+def test_rules_for_every_300w_folder():
+    assert splits.fractions_for("300w/lfpw-train") == splits.fractions_for("300w/helen-train") == (0.9, 0.1, 0.0)
+    assert splits.fractions_for("300w:/else/where/lfpw-train") == (0.9, 0.1, 0.0)
+    with pytest.raises(ValueError, match="one folder at a time"):
+        splits.fractions_for("300w")                        # all folders at once would train on AFW
+
+
+def test_cache_is_keyed_on_content(tiny_300w, monkeypatch, tmp_path):
+    """A .pts edited in place, its size and modification time kept, still gives new faces, not the cache's."""
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    spec = f"300w:{tiny_300w}"
+    before, fingerprint = splits.load_faces(spec, progress=False), splits.data_fingerprint([spec])
+    pts = tiny_300w / "img0_1.pts"
+    st = pts.stat()
+    lines = pts.read_text().splitlines()
+    x, y = lines[3].split()
+    lines[3] = f"{y} {x}"                                   # same characters, another point
+    pts.write_text("\n".join(lines) + "\n")
+    os.utime(pts, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert pts.stat().st_size == st.st_size and pts.stat().st_mtime_ns == st.st_mtime_ns
+    assert splits.data_fingerprint([spec]) != fingerprint
+    after = splits.load_faces(spec, progress=False)
+    i = list(after.names).index("img0_1.jpg")
+    assert not np.allclose(after.keypoints[i], before.keypoints[i])
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_corrupt_cache_is_reported_and_rebuilt(tiny_youtube, monkeypatch, tmp_path):
+    monkeypatch.setenv("FKP_DATA_DIR", str(tiny_youtube))
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+    good = splits.load_faces("youtube-faces-68", progress=False)
+    (cached,) = (tmp_path / "cache").glob("*.npz")
+    for junk in (b"", b"not a zip at all", cached.read_bytes()[:1000]):
+        cached.write_bytes(junk)
+        with pytest.warns(UserWarning, match="unreadable cache"):
+            again = splits.load_faces("youtube-faces-68", progress=False)
+        np.testing.assert_array_equal(again.images, good.images)
+        np.testing.assert_array_equal(splits.load_faces("youtube-faces-68", progress=False).keypoints,
+                                      good.keypoints)          # the rebuilt cache reads back
+
+
+def test_fingerprint_covers_every_spec(tiny_youtube, tiny_300w, monkeypatch):
+    monkeypatch.setenv("FKP_DATA_DIR", str(tiny_youtube))
+    both = splits.data_fingerprint(["youtube-faces-68", f"300w:{tiny_300w}"])
+    assert len(both) == 64 and both == splits.data_fingerprint(["youtube-faces-68", f"300w:{tiny_300w}"])
+    assert both != splits.data_fingerprint("youtube-faces-68")
+    (tiny_300w / "img1_1.jpg").write_bytes(b"changed")
+    assert both != splits.data_fingerprint(["youtube-faces-68", f"300w:{tiny_300w}"])
