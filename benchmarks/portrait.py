@@ -49,7 +49,7 @@ keras = config.import_keras()
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers import detect, export, models, predict, preprocess  # noqa: E402
+from helpers import data, detect, export, models, predict, preprocess  # noqa: E402
 
 
 CPU_MS: dict = {}      # the CPU time (all threads) of the last median_ms call, for a contended machine
@@ -85,7 +85,7 @@ def model_gflop(model) -> float:
 def portrait() -> tuple[np.ndarray, str]:
     path = config.data_root() / "portraits" / "obama_official_portrait.jpg"
     if path.exists():
-        return detect.read_photo(path), path.name
+        return data.read_image(path), path.name
     from skimage import data as skdata
     return skdata.astronaut(), "skimage.data.astronaut()"
 

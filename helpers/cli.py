@@ -113,7 +113,7 @@ def cmd_predict(args) -> int:
     for path in tqdm(inputs, desc="facekp predict", unit="image", disable=args.quiet):
         try:
             pred = predictor(path)
-        except (OSError, ValueError) as e:      # detect.ImageReadError is a ValueError
+        except (OSError, ValueError) as e:      # data.ImageReadError is a ValueError
             msg = str(e) if str(path) in str(e) else f"{path}: {e}"
             tqdm.write(f"skipped: {msg}", file=sys.stderr)
             failed.append({"file": str(path), "error": msg})
@@ -150,10 +150,10 @@ def cv2_imencode(suffix: str, rgb):
 
 
 def cmd_evaluate(args) -> int:
-    from . import data, evaluate
+    from . import data, evaluate, predict
 
     try:
-        model = evaluate.keypoint_model(args.model, args.runtime)
+        model = predict.load_keypoint_model(args.model, warm_up=False, runtime=args.runtime)
         result = evaluate.evaluate(model, args.data, split=args.split, max_faces=args.max_faces,
                                    timing=not args.no_timing, progress=not args.json)
     except (FileNotFoundError, ValueError, OSError, NotImplementedError, data.DatasetNotFoundError,
@@ -185,6 +185,23 @@ def cmd_export(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"{args.model}: int8 model written to {path}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from . import data, detect
+
+    try:
+        if args.fit:
+            cal = detect.fit_calibration(args.specs or detect.DEFAULT_SPECS, max_faces=args.max_faces)
+        else:
+            cal = detect.load_calibration(args.out)
+    except (FileNotFoundError, ValueError, data.DataFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(detect.calibration_summary(cal))
+    if args.fit:
+        print(f"wrote {detect.save_calibration(cal, args.out)}")
     return 0
 
 
@@ -282,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-faces", type=int, default=256, help="training faces used to calibrate the int8 "
                    "ranges (default 256)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("calibrate", help="show the Haar-box → training-crop calibration; --fit refits it")
+    p.add_argument("--fit", action="store_true", help="fit it on the specs' train splits and write it")
+    p.add_argument("--specs", nargs="+", help="data sets to fit on (default: youtube-faces-68 300w/helen-train)")
+    p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces per data set")
+    p.add_argument("--out", default=None, help="calibration file (default: helpers/calibration.json)")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("train", help="train a recipe (or an experiment) from scratch; resumes an interrupted run")
     p.add_argument("recipe", help="a recipe file, e.g. recipes/lenet.toml or experiments/lenet_flip.toml")

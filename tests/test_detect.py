@@ -1,4 +1,5 @@
-"""helpers.detect: reading any photograph, Haar detection with boxes mapped back, the calibration."""
+"""helpers.detect: Haar detection with boxes mapped back, the calibration, `facekp calibrate`; reading any
+photograph (helpers.data.as_rgb / read_image, which detection and prediction rely on)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import detect, preprocess
+from helpers import cli, data, detect, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -18,82 +19,82 @@ def astronaut() -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# as_rgb / read_photo
+# as_rgb / read_image
 # ---------------------------------------------------------------------------------------------------------------
 def test_as_rgb_normalises_every_layout():
     g = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    assert detect.as_rgb(g).shape == (3, 4, 3) and np.array_equal(detect.as_rgb(g)[..., 1], g)
-    assert np.array_equal(detect.as_rgb(g[..., None]), detect.as_rgb(g))
+    assert data.as_rgb(g).shape == (3, 4, 3) and np.array_equal(data.as_rgb(g)[..., 1], g)
+    assert np.array_equal(data.as_rgb(g[..., None]), data.as_rgb(g))
     g16 = g.astype(np.uint16) * 257
-    assert np.array_equal(detect.as_rgb(g16), detect.as_rgb(g))
-    assert np.array_equal(detect.as_rgb(g.astype(np.float32) / 255), detect.as_rgb(g))
+    assert np.array_equal(data.as_rgb(g16), data.as_rgb(g))
+    assert np.array_equal(data.as_rgb(g.astype(np.float32) / 255), data.as_rgb(g))
     rgba = np.zeros((2, 2, 4), np.uint8)
     rgba[0, 0] = (10, 20, 30, 255)                       # opaque: kept
     rgba[1, 1] = (10, 20, 30, 0)                         # transparent: white
-    out = detect.as_rgb(rgba)
+    out = data.as_rgb(rgba)
     assert out.shape == (2, 2, 3) and tuple(out[0, 0]) == (10, 20, 30) and tuple(out[1, 1]) == (255, 255, 255)
     with pytest.raises(ValueError, match="shape"):
-        detect.as_rgb(np.zeros((2, 2, 5), np.uint8))
+        data.as_rgb(np.zeros((2, 2, 5), np.uint8))
     with pytest.raises(ValueError, match="empty"):
-        detect.as_rgb(np.zeros((0, 4), np.uint8))
+        data.as_rgb(np.zeros((0, 4), np.uint8))
 
 
-def test_read_photo_bad_files_give_clear_errors(tmp_path, astronaut):
+def test_read_image_bad_files_give_clear_errors(tmp_path, astronaut):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    with pytest.raises(detect.ImageReadError, match="empty file"):
-        detect.read_photo(empty)
+    with pytest.raises(data.ImageReadError, match="empty file"):
+        data.read_image(empty)
     text = tmp_path / "notes.jpg"
     text.write_text("this is not a photograph\n" * 20)
-    with pytest.raises(detect.ImageReadError, match="not an image"):
-        detect.read_photo(text)
+    with pytest.raises(data.ImageReadError, match="not an image"):
+        data.read_image(text)
     ok, buf = cv2.imencode(".jpg", astronaut[..., ::-1])
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(buf.tobytes()[: len(buf) // 2])
-    with pytest.raises(detect.ImageReadError, match="truncated"):
-        detect.read_photo(truncated)
-    with pytest.raises(detect.ImageReadError, match="no such file"):
-        detect.read_photo(tmp_path / "missing.png")
-    with pytest.raises(detect.ImageReadError, match="folder"):
-        detect.read_photo(tmp_path)
+    with pytest.raises(data.ImageReadError, match="truncated"):
+        data.read_image(truncated)
+    with pytest.raises(data.ImageReadError, match="no such file"):
+        data.read_image(tmp_path / "missing.png")
+    with pytest.raises(data.ImageReadError, match="folder"):
+        data.read_image(tmp_path)
     good = tmp_path / "good.jpg"
     good.write_bytes(buf.tobytes())
-    with pytest.raises(detect.ImageReadError, match="pixel limit"):
-        detect.read_photo(good, max_pixels=1000)
+    with pytest.raises(data.ImageReadError, match="pixel limit"):
+        data.read_image(good, max_pixels=1000)
 
 
-def test_read_photo_png_variants(tmp_path):
+def test_read_image_png_variants(tmp_path):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
     # 16-bit RGB: values v * 257 must come back as exactly v
     cv2.imwrite(str(tmp_path / "rgb16.png"), (rgb.astype(np.uint16) * 257)[..., ::-1])
-    assert np.array_equal(detect.read_photo(tmp_path / "rgb16.png"), rgb)
+    assert np.array_equal(data.read_image(tmp_path / "rgb16.png"), rgb)
     # 16-bit gray
     cv2.imwrite(str(tmp_path / "g16.png"), rgb[..., 0].astype(np.uint16) * 257)
-    out = detect.read_photo(tmp_path / "g16.png")
+    out = data.read_image(tmp_path / "g16.png")
     assert out.shape == (20, 30, 3) and np.array_equal(out[..., 2], rgb[..., 0])
     # 8-bit gray
     Image.fromarray(rgb[..., 1]).save(tmp_path / "g8.png")
-    assert np.array_equal(detect.read_photo(tmp_path / "g8.png")[..., 0], rgb[..., 1])
+    assert np.array_equal(data.read_image(tmp_path / "g8.png")[..., 0], rgb[..., 1])
     # RGBA: transparent pixels become white, opaque ones keep their colour
     rgba = np.dstack([rgb, np.full((20, 30), 255, np.uint8)])
     rgba[:5, :5, 3] = 0
     Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
-    out = detect.read_photo(tmp_path / "alpha.png")
+    out = data.read_image(tmp_path / "alpha.png")
     assert out.shape == (20, 30, 3)
     assert np.all(out[:5, :5] == 255) and np.array_equal(out[10:, 10:], rgb[10:, 10:])
     # palette image
     Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
-    assert detect.read_photo(tmp_path / "palette.png").shape == (20, 30, 3)
+    assert data.read_image(tmp_path / "palette.png").shape == (20, 30, 3)
 
 
-def test_read_photo_honours_exif_orientation(tmp_path):
+def test_read_image_honours_exif_orientation(tmp_path):
     img = np.zeros((40, 60, 3), np.uint8)
     img[:10, :10] = 255                              # a white square in the stored top-left corner
     exif = Image.Exif()
     exif[0x0112] = 6                                 # "rotate 90° clockwise to display"
     Image.fromarray(img).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
-    out = detect.read_photo(tmp_path / "rotated.jpg")
+    out = data.read_image(tmp_path / "rotated.jpg")
     assert out.shape == (60, 40, 3)                  # displayed upright: portrait
     assert out[:10, -10:].mean() > 200 and out[-10:, :10].mean() < 50   # the corner moved to the top right
 
@@ -185,3 +186,10 @@ def test_missing_calibration_file_is_a_clear_error(tmp_path):
         detect.load_calibration(tmp_path / "nope.json")
     path = detect.save_calibration(detect.Calibration(1.7, (0.0, 0.05), {"n": 3}), tmp_path / "c.json")
     assert detect.load_calibration(path) == detect.Calibration(1.7, (0.0, 0.05))
+
+
+def test_facekp_calibrate_shows_the_calibration(tmp_path, capsys):
+    assert cli.main(["calibrate"]) == 0
+    assert "scale" in capsys.readouterr().out
+    assert cli.main(["calibrate", "--out", str(tmp_path / "nope.json")]) == 1
+    assert "--fit" in capsys.readouterr().err

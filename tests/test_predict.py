@@ -15,7 +15,7 @@ import pytest
 from keras import ops
 from PIL import Image
 
-from helpers import cli, config, detect, plots, predict, preprocess
+from helpers import cli, config, data, detect, evaluate, plots, predict, preprocess
 from helpers.schemes import SCHEME_68
 
 S = config.IMAGE_SIZE
@@ -186,10 +186,10 @@ def test_every_kind_of_file(tmp_path, const_model, astronaut):
 
     (tmp_path / "zero.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("hello\n")
-    data = (tmp_path / "rgb.jpg").read_bytes()
-    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    jpeg = (tmp_path / "rgb.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 3])
     for name, why in (("zero.jpg", "empty"), ("text.jpg", "not an image"), ("cut.jpg", "truncated")):
-        with pytest.raises(detect.ImageReadError, match=why):
+        with pytest.raises(data.ImageReadError, match=why):
             p(tmp_path / name)
 
 
@@ -242,7 +242,7 @@ def test_cli_predict(tmp_path, const_model_file, astronaut, capsys):
     assert len(face["box"]) == 4 and len(face["keypoints"]) == 68 and "chin" in face["keypoints"]
     for stem in ("astronaut", "gray", "noface"):
         assert (out / f"{stem}_keypoints.png").exists() and (out / f"{stem}.json").exists()
-    annotated = detect.read_photo(out / "astronaut_keypoints.png")
+    annotated = data.read_image(out / "astronaut_keypoints.png")
     assert annotated.shape == astronaut.shape and not np.array_equal(annotated, astronaut)
 
     # the same faces through the ONNX export: same keypoints, and the report says which runtime ran
@@ -259,8 +259,8 @@ def test_cli_predict(tmp_path, const_model_file, astronaut, capsys):
     bad.mkdir()
     (bad / "zero.jpg").write_bytes(b"")
     (bad / "text.jpg").write_text("not an image")
-    data = (good / "astronaut.jpg").read_bytes()
-    (bad / "cut.jpg").write_bytes(data[: len(data) // 2])
+    jpeg = (good / "astronaut.jpg").read_bytes()
+    (bad / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     rc = cli.main(["predict", str(bad / "zero.jpg"), str(good / "astronaut.jpg"), str(bad / "text.jpg"),
                    str(bad / "cut.jpg"), str(tmp_path / "missing.jpg"), "--model", str(const_model_file),
                    "--out", str(tmp_path / "out2"), "--json", "--quiet"])
@@ -298,7 +298,7 @@ def test_run_dataset_counts_undetected_faces_as_failures(const_model, face_kps):
     assert res["detected"].tolist() == [True, True, True, False]
     np.testing.assert_allclose(res["keypoints"][:3], gt[:3], atol=1e-3)   # the constant model is exact here
     assert np.all(np.isnan(res["keypoints"][3])) and res["crops"][3].tolist() == [-1, -1, -1]
-    m = predict.end_to_end_metrics(res, gt, SCHEME_68)
+    m = evaluate.end_to_end_metrics(res, gt, SCHEME_68)
     assert m["detection_rate"] == 0.75 and m["nme_detected"] < 1e-4
     assert m["failure_rate_0.08"] == 0.25 and m["failure_rate_0.1"] == 0.25     # only the undetected face fails
     assert m["auc_0.08"] == pytest.approx(0.75, abs=1e-3)
