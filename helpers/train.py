@@ -84,7 +84,10 @@ def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str
         labels.append(spec + (f"*{times}" if times > 1 else ""))
     val = {spec: _as_scheme(splits.load_faces(spec, "val", max_faces=max_faces, progress=progress), k)
            for spec in validation}
-    return concat_faces(parts, "+".join(labels)), {s: f for s, f in val.items() if len(f)}
+    val = {s: f for s, f in val.items() if len(f)}
+    if not val:
+        raise ValueError(f"{recipe['meta']['path']}: no validation faces in {validation}")
+    return concat_faces(parts, "+".join(labels)), val
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -318,6 +321,23 @@ def experiments_table(run_dirs) -> pd.DataFrame:
                      **{f"val NME % {k}": round(100 * v, 3) for k, v in s["best_val_nme_parts"].items()},
                      "minutes": round(s["train_seconds"] / 60, 1)})
     return pd.DataFrame(rows)
+
+
+def read_run(run_dir) -> RunResult:
+    """A finished run folder: its summary and history."""
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / FILES["summary"]).read_text())
+    return RunResult(run_dir, summary, pd.read_csv(run_dir / FILES["history"]))
+
+
+def committed_or_trained(name: str, profile=None, train_now: bool = False) -> RunResult:
+    """For the chapters: in the full profile the committed run ``models/<name>/``; otherwise (or with
+    ``train_now``) a run of ``recipes/<name>.toml`` with the profile's sizes in ``models/runs/`` (resumed if there)."""
+    profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
+    committed = config.MODELS_DIR / name
+    if profile.name == "full" and not train_now and (committed / FILES["summary"]).exists():
+        return read_run(committed)
+    return train(config.ROOT / "recipes" / f"{name}.toml", profile, quiet=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

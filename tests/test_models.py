@@ -1,14 +1,11 @@
-"""helpers.models and helpers.train: shapes, the masked loss, metrics, a short training run, saving."""
+"""helpers.models: shapes, the masked loss, metrics, a short training run, saving."""
 from __future__ import annotations
-
-import json
 
 import keras
 import numpy as np
 import pytest
 
-from helpers import config, models, train
-from helpers.augment import AugmentParams
+from helpers import config, models
 from helpers.preprocess import Faces, normalise_keypoints
 from helpers.schemes import SCHEME_15, SCHEME_68
 
@@ -144,41 +141,6 @@ def test_a_short_training_run_lowers_the_loss_on_a_fixed_batch():
     assert np.mean(losses[-3:]) < 0.6 * losses[0]
 
 
-def test_train_model_writes_checkpoint_log_and_resumes(tmp_path, monkeypatch):
-    from helpers.augment import KeypointSequence
-
-    drawn = []                                  # the epoch each training batch draws its augmentation for
-    getitem = KeypointSequence.__getitem__
-    monkeypatch.setattr(KeypointSequence, "__getitem__",
-                        lambda self, i: (self.augmenter and drawn.append(self.epoch)) or getitem(self, i))
-    faces = _tiny_faces(16)
-    profile = config.get_profile("smoke", batch_size=8)
-    run = tmp_path / "run"
-    r = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=2, verbose=0,
-                          loss="wing", augment_params=AugmentParams(flip_p=0.0, rotation_deg=5.0))
-    assert (run / "best.keras").exists() and (run / "backup").is_dir()
-    assert r.epochs == 2 and len(r.history) == 2 and r.stopped_by == "epochs"
-    assert {"loss", "val_nme", "val_rmse_px", "lr", "seconds"} <= set(r.history.columns)
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["epochs_run"] == 2
-    # how it trained is on record: the loss and the augmentation settings that differ from the default
-    assert summary["loss"] == "wing" and summary["augment"] == {"flip_p": 0.0, "rotation_deg": 5.0}
-    # a run stopped for good can be summarised from its files alone
-    (run / "summary.json").unlink()
-    again = train.summarise_run(run, "interrupted")
-    assert again.epochs == 2 and json.loads((run / "summary.json").read_text())["stopped_by"] == "interrupted"
-    # running it again with more epochs continues from the backup instead of starting over
-    drawn.clear()
-    r2 = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, run, epochs=3, verbose=0)
-    assert r2.epochs == 3 and r2.history["epoch"].tolist() == [0, 1, 2]
-    # ... with the augmentation an uninterrupted run draws for its third epoch, not that of its first
-    resumed = drawn[0]
-    drawn.clear()
-    train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, tmp_path / "straight", epochs=3,
-                      verbose=0)
-    assert resumed == drawn[2 * 2] > drawn[0]                   # 2 batches of 8 faces per epoch
-
-
 def test_save_and_load_round_trip_in_safe_mode(tmp_path):
     faces = _tiny_faces(4)
     model = models.compile_model(models.lenet("68"), "68")
@@ -200,109 +162,9 @@ def test_save_and_load_round_trip_in_safe_mode(tmp_path):
 def test_load_model_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "MODELS_DIR", tmp_path)
     monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
-    with pytest.raises(FileNotFoundError, match="helpers.train"):
+    with pytest.raises(FileNotFoundError, match="facekp train recipes/lenet.toml"):
         models.load_model("lenet")
     with pytest.raises(FileNotFoundError):
         models.load_model(tmp_path / "nothing.keras")
     with pytest.raises(ValueError, match="model name"):
-        models.load_model("vgg16")
-
-
-def test_parse_augment_reads_fields_and_rejects_unknown_ones():
-    # changes apply to the training setting (no flips), and the summary lists what differs from chapter 03's
-    assert train.augment_changes(train.TRAIN_AUGMENT) == {"flip_p": 0.0}
-    p = train.parse_augment(["scale=(0.95, 1.05)", "border=reflect"])
-    assert (p.flip_p, p.scale, p.border) == (0.0, (0.95, 1.05), "reflect")
-    assert train.augment_changes(p) == {"flip_p": 0.0, "scale": (0.95, 1.05), "border": "reflect"}
-    assert train.parse_augment(["flip_p=0.5"]).flip_p == 0.5
-    assert train.parse_augment(None) is None and train.augment_changes(None) == {}
-    with pytest.raises(ValueError, match="FIELD=VALUE"):
-        train.parse_augment(["flop_p=0"])
-    with pytest.raises(ValueError, match="probability"):
-        train.parse_augment(["flip_p=2"])
-
-
-def test_training_data_oversamples_a_data_set(tiny_youtube, monkeypatch, tmp_path):
-    monkeypatch.setenv("FKP_DATA_DIR", str(tiny_youtube))
-    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
-    profile = config.get_profile("smoke")
-    once, val = train.load_training_data(profile, ("youtube-faces-68",))
-    thrice, val3 = train.load_training_data(profile, ("youtube-faces-68",), repeats={"youtube-faces-68": 3})
-    assert len(once) > 0 and len(thrice) == 3 * len(once) and len(val3) == len(val)
-    np.testing.assert_array_equal(thrice.keypoints[len(once):2 * len(once)], once.keypoints)
-    assert once.source == "youtube-faces-68:train" and thrice.source == "youtube-faces-68:train*3"
-    with pytest.raises(ValueError, match="not trained on"):
-        train.load_training_data(profile, ("youtube-faces-68",), repeats={"300w/helen-train": 2})
-    with pytest.raises(ValueError, match="whole numbers"):
-        train.load_training_data(profile, ("youtube-faces-68",), repeats={"youtube-faces-68": 0})
-    assert train.parse_repeats(["300w/helen-train=3"]) == {"300w/helen-train": 3}
-    assert train.parse_repeats(None) == {}
-    with pytest.raises(ValueError, match="SPEC=K"):
-        train.parse_repeats(["300w/helen-train=x"])
-    with pytest.raises(SystemExit) as exit_info:      # the command line says so as a usage error, not a traceback
-        train.main(["--model", "lenet", "--no-helen", "--repeat", "300w/helen-train=2", "--run-dir",
-                    str(tmp_path / "run")])
-    assert exit_info.value.code == 2
-
-
-def test_widen_lenet_computes_the_same_function():
-    narrow = randomise_bn(models.lenet("68", filters=(16, 32, 64, 128)))
-    x = np.random.default_rng(1).random((4, 96, 96, 1)).astype(np.float32)
-    wide = models.widen_lenet(narrow, (16, 48, 96, 160), noise=0.0)
-    assert [wide.get_layer(f"conv{i}").kernel.shape[-1] for i in range(1, 5)] == [16, 48, 96, 160]
-    assert wide.count_params() > narrow.count_params()
-    np.testing.assert_allclose(wide.predict_on_batch(x), narrow.predict_on_batch(x), atol=1e-5)
-    # the copies are perturbed (so that training can separate them): close, but no longer identical
-    noisy = models.widen_lenet(narrow, (16, 48, 96, 160), noise=0.05)
-    d = np.abs(noisy.predict_on_batch(x) - narrow.predict_on_batch(x)).max()
-    assert 0 < d < 0.05
-    with pytest.raises(ValueError, match="at least"):
-        models.widen_lenet(narrow, (8, 32, 64, 128))
-    with pytest.raises(ValueError, match="one width per stage"):
-        models.widen_lenet(narrow, (16, 32, 64))
-
-
-def test_ema_training_checkpoints_the_averaged_weights_and_widens_its_start(tmp_path):
-    faces = _tiny_faces(16)
-    profile = config.get_profile("smoke", batch_size=4)
-    start = tmp_path / "narrow.keras"
-    models.compile_model(randomise_bn(models.lenet("68", filters=(16, 32, 64, 128))), "68").save(start)
-    before = models.load_model(start).get_layer("conv1").kernel.numpy()
-
-    def change(ema):
-        r = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, tmp_path / f"run{ema}",
-                              epochs=3, learning_rate=1e-2, verbose=0, init_from=start, ema=ema,
-                              model_kwargs={"filters": (16, 32, 96, 128)})
-        assert r.model.get_layer("conv3").kernel.shape[-1] == 96        # the narrow start was widened
-        return np.abs(r.model.get_layer("conv1").kernel.numpy() - before).mean(), r
-
-    raw, _ = change(None)
-    averaged, r = change(0.9999)
-    # 12 steps of Adam at 1e-2 move the raw weights; their slow average stays near the first step
-    assert averaged < 0.5 * raw
-    assert json.loads((r.run_dir / "summary.json").read_text())["ema"] == 0.9999
-    with pytest.raises(ValueError, match="ema"):
-        models.compile_model(models.lenet("68"), "68", ema=1.5)
-
-
-def test_freeze_bn_fine_tunes_with_fixed_statistics_and_publishes_unfrozen(tmp_path):
-    faces = _tiny_faces(16)
-    profile = config.get_profile("smoke", batch_size=4)
-    start = tmp_path / "start.keras"
-    models.compile_model(randomise_bn(models.lenet("68")), "68").save(start)
-    before = models.load_model(start)
-    r = train.train_model("lenet", faces, faces.subset(np.arange(8)), profile, tmp_path / "run", epochs=2,
-                          learning_rate=1e-2, verbose=0, init_from=start, freeze_bn=True)
-    bn, bn0 = r.model.get_layer("bn1"), before.get_layer("bn1")
-    assert not bn.trainable
-    for w, w0 in zip(bn.get_weights(), bn0.get_weights()):      # gamma, beta, moving mean and variance
-        np.testing.assert_array_equal(w, w0)
-    assert np.abs(r.model.get_layer("conv1").kernel.numpy() - before.get_layer("conv1").kernel.numpy()).max() > 0
-    assert json.loads((r.run_dir / "summary.json").read_text())["freeze_bn"] is True
-    # unfrozen, the same network: an ordinary model to train further
-    published = models.load_model(train.export_model(r.model, tmp_path / "published.keras"))
-    assert all(layer.trainable for layer in models.batchnorm_layers(published))
-    x = faces.images[:4]
-    np.testing.assert_allclose(published.predict_on_batch(x), r.model.predict_on_batch(x), atol=1e-5)
-    # the ResNet-50 trunk is a nested model: its 53 BN layers are found too
-    assert models.freeze_batchnorm(models.resnet50("68")) == 53
+        models.load_model(tmp_path / "vgg16.h5")

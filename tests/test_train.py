@@ -171,3 +171,23 @@ def test_fifteen_point_recipe_trains_on_a_kaggle_csv_with_missing_labels(tmp_pat
     assert np.isfinite(result.history["loss"]).all()              # missing labels are masked, never NaN
     model = models.load_model(result.model_path)
     assert model.output_shape == (None, 30)
+
+
+@needs_real_data
+def test_repeat_enters_a_data_set_k_times(tmp_path):
+    smoke = config.get_profile("smoke")
+    once = recipes.scaled(recipes.load(RECIPE), smoke)
+    thrice = recipes.scaled(recipes.load(write_experiment(tmp_path / "b.toml", data={
+        "repeat": {"300w/helen-train": 3}})), smoke)
+    (t1, v1), (t3, v3) = train.training_data(once), train.training_data(thrice)
+    assert len(t3) > len(t1) and (len(t3) - len(t1)) % 2 == 0 and v3.keys() == v1.keys()
+    assert t1.source == "youtube-faces-68+300w/helen-train+300w/lfpw-train"
+    assert t3.source == "youtube-faces-68+300w/helen-train*3+300w/lfpw-train"
+    names, counts = np.unique(t3.names, return_counts=True)
+    assert set(counts) == {1, 3} and (len(t3) - len(t1)) == 2 * int(np.sum(counts == 3))
+
+
+def test_missing_data_sets_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("FKP_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="300w/helen-train"):
+        train.training_data(recipes.scaled(recipes.load(RECIPE), config.get_profile("smoke")))
