@@ -123,16 +123,16 @@ def measure_speed(model, repeats: int = 20, batch_size: int = 64, runtime: str =
             "batch_size": batch_size, "runtime": km.runtime}
 
 
-def mirror_bias(model, faces: Faces, runtime: str = "keras") -> dict:
-    """Mean signed error (prediction − truth, pixels of the 96² crop) in x and y on ``faces`` as they are
-    (``x``, ``y``) and on their mirror images, predictions mapped back by :func:`helpers.augment.hflip`
-    (``x_mirrored``, ``y_mirrored``). Annotations offset in x, which flips cannot teach, flip the x bias's sign."""
+def mirror_gap(model, faces: Faces, runtime: str = "keras") -> np.ndarray:
+    """(N, K, 2): the prediction on each face minus that on its mirror image, mapped back with
+    :func:`helpers.augment.hflip` (x → W − 1 − x, pixel centres), in pixels of the 96² crop. Zero for a network
+    that treats a face and its mirror alike. A half-pixel mix-up of pixel-centre and pixel-edge labels would give a
+    gap constant in the *original* image's pixels; a prior the network learnt from the faces gives one that varies
+    from point to point."""
     model = predict.load_keypoint_model(model, False, runtime)
-    pred = predict_keypoints(model, faces.images)
     mirrored, _ = hflip(faces.images, faces.keypoints, faces.scheme)
     _, back = hflip(mirrored, predict_keypoints(model, mirrored), faces.scheme)
-    plain, mirror = (np.nanmean(p - faces.keypoints, axis=(0, 1)) for p in (pred, back))
-    return {"x": float(plain[0]), "y": float(plain[1]), "x_mirrored": float(mirror[0]), "y_mirrored": float(mirror[1])}
+    return predict_keypoints(model, faces.images) - back
 
 
 def activation_peaks(model, images, layers, batch_size: int = 64) -> pd.DataFrame:

@@ -138,3 +138,25 @@ def draw_keypoints_cv(image, keypoints, scheme: Scheme | None = None, boxes=None
             cv2.circle(out, fix(p), r * 16, colours[side], -1, cv2.LINE_AA, 4)
             cv2.circle(out, fix(p), r * 16, (0, 0, 0), 1, cv2.LINE_AA, 4)
     return out
+
+
+def plot_history(history, title: str = ""):
+    """Training curves of a run's ``history.csv``: training loss; NME of training (augmented batches) and
+    validation (overall and per part), best epoch marked; learning rate. Returns the figure."""
+    ep = history["epoch"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
+    axes[0].plot(ep, history["loss"], label="training (augmented)")
+    axes[0].set(xlabel="epoch", ylabel="masked loss", yscale="log")
+    axes[1].plot(ep, 100 * history["nme"], label="training (augmented)", color="grey")
+    for col in [c for c in history.columns if c.startswith("val_nme")]:
+        axes[1].plot(ep, 100 * history[col], label="validation" + col[7:].replace("[", " (").replace("]", ")"),
+                     lw=2 if col == "val_nme" else 1)
+    best = history["val_nme"].idxmin()
+    axes[1].axvline(ep[best], color="grey", ls="--", lw=0.8)
+    axes[1].set(xlabel="epoch", ylabel="NME (%)", ylim=(0, 100 * float(history["val_nme"].quantile(0.9)) * 1.2))
+    axes[2].plot(ep, history["lr"], color="black")
+    axes[2].set(xlabel="epoch", ylabel="learning rate", yscale="log")
+    for ax in axes[:2]:
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
