@@ -99,11 +99,9 @@ def _check(recipe: dict, where: str) -> None:
             fail(f"data.repeat.{spec}", "must name a training data set and be a whole number >= 1")
     if recipe["loss"]["kind"] not in LOSSES:
         fail("loss.kind", f"must be one of {LOSSES}, got {recipe['loss']['kind']!r}")
-    positive = {"training.epochs": t["epochs"], "training.batch_size": t["batch_size"],
-                "training.patience": t["patience"]}
-    for key, v in positive.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            fail(key, f"must be a whole number >= 1, got {v!r}")
+    for key in ("epochs", "batch_size", "patience"):
+        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
+            fail(f"training.{key}", f"must be a whole number >= 1, got {t[key]!r}")
     for key, v in {"optimizer.learning_rate": o["learning_rate"], "schedule.final_fraction": s["final_fraction"],
                    "optimizer.weight_decay": o["weight_decay"], "model.dropout": m["dropout"],
                    "schedule.warmup_epochs": s["warmup_epochs"]}.items():

@@ -42,9 +42,7 @@ FILES = {"model": "model.keras", "history": "history.csv", "summary": "summary.j
          "log": "train.log"}
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Data
-# ----------------------------------------------------------------------------------------------------------
 def concat_faces(parts: list[Faces], source: str) -> Faces:
     """One :class:`Faces` from several of the same keypoint scheme."""
     parts = [p for p in parts if len(p)]
@@ -90,9 +88,7 @@ def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str
     return concat_faces(parts, "+".join(labels)), val
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Atomic files and the backup
-# ----------------------------------------------------------------------------------------------------------
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -126,9 +122,7 @@ def load_backup(path: Path, model: keras.Model) -> dict:
     return state
 
 
-# ----------------------------------------------------------------------------------------------------------
 # The epoch-end bookkeeping: validation, best model, early stopping, backup, history
-# ----------------------------------------------------------------------------------------------------------
 class RunKeeper(keras.callbacks.Callback):
     """Validates after every epoch (NME overall and per part), keeps the best model, stops early, backs up.
 
@@ -177,11 +171,10 @@ class RunKeeper(keras.callbacks.Callback):
         self.log(f"epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
 
 
-# ----------------------------------------------------------------------------------------------------------
 # A run
-# ----------------------------------------------------------------------------------------------------------
 @dataclass
 class RunResult:
+    """A run folder with its summary and history."""
     run_dir: Path
     summary: dict
     history: pd.DataFrame
@@ -219,10 +212,8 @@ def weights_hash(model: keras.Model) -> str:
 
 
 def versions() -> dict:
-    names = ("numpy", "keras", "cv2", "pandas")
-    out = {"python": platform.python_version(), "backend": keras.backend.backend()}
-    out.update({n: __import__(n).__version__ for n in names})
-    return out
+    return {"python": platform.python_version(), "backend": keras.backend.backend(), "keras": keras.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__}
 
 
 def run_logger(run_dir: Path, quiet: bool = False):
@@ -247,9 +238,8 @@ def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: boo
     recipe = recipes.scaled(recipes.load(recipe_path), profile)
     run_dir = Path(out or config.RUNS_DIR / f"{recipe['meta']['name']}-{profile.name}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if restart:
-        for name in FILES.values():
-            (run_dir / name).unlink(missing_ok=True)
+    for name in FILES.values() if restart else ():
+        (run_dir / name).unlink(missing_ok=True)
     log = run_logger(run_dir, quiet)
     train_faces, val = training_data(recipe, progress)
     t = recipe["training"]
@@ -311,12 +301,12 @@ def experiments_table(run_dirs) -> pd.DataFrame:
     rows = []
     for run_dir in map(Path, run_dirs):
         s = json.loads((run_dir / FILES["summary"]).read_text())
-        base = recipes.load(config.ROOT / s["recipe"]["files"][0]) if len(s["recipe"]["files"]) > 1 else None
-        changed = {f"{t}.{k}": v for t, table in s["settings"].items() for k, v in table.items()
-                   if base is None or base[t].get(k) != v} if base else {}
-        changed.pop("training.epochs", None), changed.pop("training.patience", None)   # profile-scaled
-        rows.append({"experiment": s["recipe"]["name"], "changes": ", ".join(f"{k}={v}" for k, v in changed.items())
-                     or "none (the base recipe)", "epochs": s["epochs_run"], "best epoch": s["best_epoch"],
+        files = s["recipe"]["files"]
+        base = recipes.load(config.ROOT / files[0]) if len(files) > 1 else None
+        changed = [f"{t}.{k}={v}" for t, table in s["settings"].items() for k, v in table.items()
+                   if base and t != "training" and base[t].get(k) != v]     # training.*: scaled by the profile
+        rows.append({"experiment": s["recipe"]["name"], "changes": ", ".join(changed) or "none (the base recipe)",
+                     "epochs": s["epochs_run"], "best epoch": s["best_epoch"],
                      "val NME %": round(100 * s["best_val_nme"], 3),
                      **{f"val NME % {k}": round(100 * v, 3) for k, v in s["best_val_nme_parts"].items()},
                      "minutes": round(s["train_seconds"] / 60, 1)})
@@ -340,10 +330,9 @@ def committed_or_trained(name: str, profile=None, train_now: bool = False) -> Ru
     return train(config.ROOT / "recipes" / f"{name}.toml", profile, quiet=True)
 
 
-# ----------------------------------------------------------------------------------------------------------
 # models/README.md, generated from the committed run folders
-# ----------------------------------------------------------------------------------------------------------
 TEST_SETS = {"YouTube-Faces test": ("youtube-faces-68", "test"), "AFW": ("300w/afw", "test")}
+TARGETS = {"lenet": (5.5, 7.0), "resnet50": (4.3, 5.5)}      # NME % the models are asked to reach on TEST_SETS
 README_HEAD = """# Trained models
 
 Generated by `facekp readme` from the run folders below; do not edit by hand. Each folder `models/<name>/` is
@@ -359,6 +348,13 @@ used in training or selection. Test numbers are measured now by `facekp evaluate
 """
 
 
+def _nme_cell(result: dict | None, target: float | None) -> str:
+    if result is None:
+        return "—"
+    nme = 100 * result["nme"]
+    return f"{nme:.2f}" + (f" (≤ {target}: {'met' if nme <= target else 'not met'})" if target else "")
+
+
 def models_readme(root: Path | None = None) -> str:
     """The text of ``models/README.md``: one row per committed run folder, every number measured or recorded."""
     root = Path(root or config.MODELS_DIR)
@@ -370,10 +366,11 @@ def models_readme(root: Path | None = None) -> str:
         tests = {label: (evaluate.evaluate(str(summary_file.parent / FILES["model"]), spec, split, timing=False)
                          if spec in data.available() else None) for label, (spec, split) in TEST_SETS.items()}
         parts = ", ".join(f"{k} {100 * v:.2f}" for k, v in s["best_val_nme_parts"].items())
+        goals = TARGETS.get(name, (None,) * len(TEST_SETS))
+        cells = [_nme_cell(r, g) for r, g in zip(tests.values(), goals)]
         rows.append(f"| `{name}` | {s['params']['total'] / 1e6:.2f} M | {s['best_epoch']} of {s['epochs_run']} "
                     f"({s['stopped_by']}) | {s['train_seconds'] / 60:.0f} | {100 * s['best_val_nme']:.2f} | "
-                    + " | ".join(f"{100 * r['nme']:.2f}" if r else "—" for r in tests.values())
-                    + f" | {'yes' if current else '**no**'} |")
+                    + " | ".join(cells) + f" | {'yes' if current else '**no**'} |")
         cards += [f"### `{name}`", "",
                   f"- command: `facekp train {s['recipe']['path']} --profile full --out models/{name}`",
                   f"- recipe sha256 `{s['recipe']['sha256']}` ({'matches' if current else 'does NOT match'} "
@@ -384,4 +381,8 @@ def models_readme(root: Path | None = None) -> str:
     table = ["| model | parameters | best epoch | training minutes | val NME % | "
              + " | ".join(f"{k} NME %" for k in TEST_SETS) + " | recipe unchanged |",
              "|---|---|---|---|---|" + "---|" * len(TEST_SETS) + "---|", *rows]
-    return "\n".join([README_HEAD, *table, "", *cards])
+    tables = [f"- `{t.relative_to(config.ROOT).as_posix()}`: `make experiments` (`facekp train` of each "
+              f"`experiments/{t.stem}_*.toml` in the quick profile, then `facekp table`)"
+              for t in sorted(root.glob("experiments/*.csv"))]
+    return "\n".join([README_HEAD, *table, "", "Targets: the NME each model is asked to reach (`helpers.train.TARGETS`).",
+                      "", *cards, "## Experiment tables", "", *tables, ""])
