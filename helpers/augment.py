@@ -8,8 +8,7 @@ method) and for on-the-fly training batches (:class:`KeypointSequence`).
   "left eye" still names the subject's left eye. Flip, rotation, scale and shift form one affine warp per image.
 * Keep-in-frame (``AugmentParams.keep_in_frame``): present keypoints stay within [margin, W - 1 - margin] (or their
   own extent, if already outside): the shift is drawn from the interval that allows it, else rotation and scale
-  are redrawn (``max_tries``), then dropped. No label is clipped or dropped.
-"""
+  are redrawn (``max_tries``), then dropped. No label is clipped or dropped."""
 import functools
 import hashlib
 import json
@@ -36,7 +35,6 @@ GeometryDraw = namedtuple("GeometryDraw", "flip angle_deg scale shift tries matr
 @dataclass(frozen=True)
 class AugmentParams:
     """Probabilities and uniform (low, high) ranges of the transforms, intensities on the 0-1 scale."""
-
     flip_p: float = 0.5                       # horizontal flip (with left/right label swap)
     affine_p: float = 1.0                     # rotation, scale and shift, in the same warp as the flip
     rotation_deg: float = 15.0                # angle in ±rotation_deg, counter-clockwise on screen

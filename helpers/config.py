@@ -1,23 +1,16 @@
-"""Paths and run profiles.
+"""Paths and run profiles. Every path is resolved from this file's location, never from the working directory
+(nbval runs each notebook from ``notebooks/``, the CLI from anywhere).
 
-Every path is resolved from this file's location, never from the working directory: nbval and papermill
-run each notebook with ``notebooks/`` as working directory, the CLI runs from anywhere.
-
-Environment variables
----------------------
-``FKP_DATA_DIR``
-    Root folder that holds the data sets (``youtube-faces-68/``, ``300w-subset/``, ``kaggle/``).
-    Default: the project's git-ignored ``data/`` folder, where the download code caches archives.
-``FKP_FIGURES_DIR``
-    Where figures are written (default: the project's ``figures/``).
-``FKP_PROFILE``
-    ``smoke`` (seconds; CI), ``quick`` (minutes on a laptop, the default) or ``full`` (the thesis run).
-"""
+Environment: ``FKP_DATA_DIR`` the folder holding the data sets (``youtube-faces-68/``, ``300w-subset/``,
+``kaggle/``; default the project's git-ignored ``data/``, where downloads are cached); ``FKP_FIGURES_DIR`` where
+figures go (default ``figures/``); ``FKP_PROFILE`` ``smoke`` (seconds; CI), ``quick`` (minutes on a laptop, the
+default) or ``full`` (the thesis run)."""
 from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, replace
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,42 +20,29 @@ SPLITS_DIR = PROJECT_DATA_DIR / "splits"
 FIGURES_DIR = ROOT / "figures"
 MODELS_DIR = ROOT / "models"
 RUNS_DIR = MODELS_DIR / "runs"          # checkpoints, backups and logs of training runs (git-ignored)
-NOTEBOOKS_DIR = ROOT / "notebooks"
 
 IMAGE_SIZE = 96          # side of the square grayscale crops the networks see
 DEFAULT_SEED = 42
 
 
 def figures_dir() -> Path:
-    """Where ``save_fig`` writes: ``$FKP_FIGURES_DIR`` if set (the test run uses a scratch folder so that
-    smoke-profile figures never overwrite the committed ones), else the project's ``figures/``."""
+    """``$FKP_FIGURES_DIR`` if set (the tests use a scratch folder, so that smoke-profile figures never overwrite
+    the committed ones), else the project's ``figures/``."""
     env = os.environ.get("FKP_FIGURES_DIR")
     return Path(env).expanduser().resolve() if env else FIGURES_DIR
 
 
 def data_root() -> Path:
-    """The folder holding the data sets: ``$FKP_DATA_DIR`` if set, else the project's ``data/``.
-
-    A relative ``FKP_DATA_DIR`` is taken relative to the project root (so ``../shared/data`` works from any
-    working directory, including ``notebooks/``).
-    """
+    """``$FKP_DATA_DIR`` if set, a relative one taken from the project root (``../shared/data`` works from any
+    working directory), else the project's ``data/``."""
     env = os.environ.get("FKP_DATA_DIR")
-    if not env:
-        return PROJECT_DATA_DIR
-    path = Path(env).expanduser()
-    if not path.is_absolute():
-        path = ROOT / path
-    return path.resolve()
+    return (ROOT / Path(env).expanduser()).resolve() if env else PROJECT_DATA_DIR    # an absolute path replaces ROOT
 
 
 @dataclass(frozen=True)
 class Profile:
-    """All sizes a chapter, a test or a training run uses, in one place.
-
-    ``max_faces`` limits how many faces a loader reads per data set (``None``: all); ``epoch_fraction`` scales a
-    recipe's epochs (and early-stopping patience), at least one and at most ``max_epochs``.
-    """
-
+    """All sizes a chapter, a test or a training run uses. ``max_faces``: faces a loader reads per data set
+    (``None``: all); ``epoch_fraction`` scales a recipe's epochs (and patience), at least 1, at most ``max_epochs``."""
     name: str
     max_faces: int | None
     epoch_fraction: float
@@ -76,9 +56,6 @@ class Profile:
         """The number of epochs this profile runs of a recipe planned for ``full`` epochs."""
         n = max(1, round(full * self.epoch_fraction))
         return min(n, self.max_epochs) if self.max_epochs else n
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 PROFILES: dict[str, Profile] = {
@@ -97,8 +74,7 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     name = (name or os.environ.get("FKP_PROFILE") or DEFAULT_PROFILE).strip().lower()
     if name not in PROFILES:
         raise ValueError(f"Unknown profile {name!r}; FKP_PROFILE must be one of {sorted(PROFILES)}")
-    profile = PROFILES[name]
-    return replace(profile, **overrides) if overrides else profile
+    return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
 
 
 @contextlib.contextmanager
@@ -119,13 +95,8 @@ def stderr_silenced():
 
 
 def import_keras():
-    """``import keras`` without TensorFlow's C++ start-up messages on stderr (which no setting turns off).
-
-    Used by the chapters' setup, the command line and the benchmarks; Python errors still surface as
-    exceptions. Returns the ``keras`` module.
-    """
-    import sys
-
+    """``import keras`` (returned) without TensorFlow's C++ start-up messages on stderr, which no setting turns off;
+    Python errors still surface as exceptions. For the chapters' setup, the command line and the benchmarks."""
     if "keras" in sys.modules:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

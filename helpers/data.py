@@ -1,9 +1,7 @@
 """Three real data sets, one API: ``load(spec) -> Dataset`` (specs: :func:`parse_spec`); one image reader,
-:func:`read_image`. Bad input is never dropped silently: unreadable images are skipped and listed in
-``Dataset.skipped``, keypoints outside their image in ``Dataset.warnings``; a wrong schema raises
-:class:`DataFormatError`, a missing data set :class:`DatasetNotFoundError` saying where it looked, where the
-data comes from and how to set ``FKP_DATA_DIR``.
-"""
+:func:`read_image`. Unreadable images are skipped and listed in ``Dataset.skipped``, keypoints outside their image
+in ``Dataset.warnings``; a wrong schema raises :class:`DataFormatError`, a missing data set
+:class:`DatasetNotFoundError` saying where it looked, where the data comes from and how to set ``FKP_DATA_DIR``."""
 from __future__ import annotations
 
 import errno
@@ -49,12 +47,10 @@ class ImageReadError(ValueError):
         return f"{self.path}: {self.reason}"
 
 
-# --- The data set type --------------------------------------------------------------------------------------
 @dataclass
 class FaceCollection:
     """Base of :class:`Dataset` and :class:`helpers.preprocess.Faces`: one entry per face in the ``PER_FACE``
     fields (``images`` first), person labels in ``identities``; what the load ``skipped`` and its ``warnings``."""
-
     PER_FACE: ClassVar[tuple[str, ...]] = ()
     _: KW_ONLY
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -79,7 +75,6 @@ class FaceCollection:
 class Dataset(FaceCollection):
     """Faces as loaded: ``images`` RGB uint8 of any size ((96, 96) gray for Kaggle); ``keypoints`` float32 (N, K, 2)
     in 0-based pixels, NaN where missing; ``identities`` the person (else the image) of each face: splits use it."""
-
     name: str
     images: list[np.ndarray]
     keypoints: np.ndarray
@@ -112,7 +107,6 @@ class Dataset(FaceCollection):
         return "\n".join(lines)
 
 
-# --- Where each data set lives and comes from; data set specs -----------------------------------------------
 FOLDERS = {"youtube-faces-68": "youtube-faces-68", "300w": "300w-subset", "kaggle": "kaggle"}   # in the data root
 YOUTUBE_URL = ("https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/5aea1b91_train-test-data/"
                "train-test-data.zip")
@@ -121,32 +115,20 @@ ORIGINS = {"youtube-faces-68": "the Udacity CV Nanodegree's archive of YouTube F
            "300w": "iBUG 300-W (Sagonas et al. 2013), https://ibug.doc.ic.ac.uk/resources/300-W/, on registration",
            "kaggle": "https://www.kaggle.com/c/facial-keypoints-detection/data (an account; `kaggle competitions "
                      "download -c facial-keypoints-detection`)"}
-
-
-class Spec(NamedTuple):
-    """A parsed data set spec: ``kind`` (a key of :data:`FOLDERS`) and the ``path`` of its files."""
-    kind: str
-    path: Path
+Spec = NamedTuple("Spec", [("kind", str), ("path", Path)])    # a parsed spec: a key of FOLDERS, the files' path
 
 
 def parse_spec(spec: str, root: Path | None = None) -> Spec:
-    """The one parser of data set specs, below the data root (or ``root``): ``youtube-faces-68`` (the Udacity
-    course archive: two CSVs, 68 keypoints); ``300w/SUBSET`` (``afw``, ``helen-train``, ``lfpw-train``: image +
-    iBUG ``.pts`` pairs) or ``300w`` (all); ``kaggle`` (``training.csv``: 96×96 gray faces, 15 keypoints). Or
-    ``KIND:PATH``, any folder (or Kaggle CSV) of that kind. Raises ``ValueError`` for anything else."""
+    """The one parser of data set specs, below the data root (or ``root``): ``youtube-faces-68`` (the course
+    archive: two CSVs, 68 keypoints); ``300w/SUBSET`` (``afw``, ``helen-train``, ``lfpw-train``: image + iBUG ``.pts``
+    pairs) or ``300w`` (all); ``kaggle`` (``training.csv``: 96×96 gray faces, 15 keypoints); ``KIND:PATH``, any
+    folder (or Kaggle CSV) of that kind. Raises ``ValueError`` for anything else."""
     kind, colon, rest = spec.partition(":")
     if not colon:
         kind, _, rest = spec.partition("/")
     if kind not in FOLDERS or (colon and not rest) or (rest and not colon and kind != "300w"):
-        raise ValueError(f"Unknown data set {spec!r}; use youtube-faces-68, kaggle, 300w, 300w/SUBSET "
-                         "or KIND:PATH")
-    if colon:
-        return Spec(kind, Path(rest).expanduser())
-    return Spec(kind, Path(root or config.data_root()) / FOLDERS[kind] / rest)
-
-
-def dataset_dir(name: str, root: Path | None = None) -> Path:
-    return parse_spec(name, root).path
+        raise ValueError(f"Unknown data set {spec!r}; use youtube-faces-68, kaggle, 300w, 300w/SUBSET or KIND:PATH")
+    return Spec(kind, Path(rest).expanduser() if colon else Path(root or config.data_root()) / FOLDERS[kind] / rest)
 
 
 def _not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError:
@@ -157,27 +139,24 @@ def _not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError
 
 def available() -> list[str]:
     """The data set specs found under the data root (e.g. ``youtube-faces-68``, ``300w/afw``)."""
-    found = []
-    if (dataset_dir("youtube-faces-68") / "training_frames_keypoints.csv").exists():
+    found, w = [], parse_spec("300w").path
+    if (parse_spec("youtube-faces-68").path / "training_frames_keypoints.csv").exists():
         found.append("youtube-faces-68")
-    w = dataset_dir("300w")
     if w.is_dir():
         found += [f"300w/{d.name}" for d in sorted(w.iterdir()) if d.is_dir() and any(d.glob("*.pts"))]
-    if any((dataset_dir("kaggle") / f).exists() for f in ("training.csv", "training.zip")):
+    if any((parse_spec("kaggle").path / f).exists() for f in ("training.csv", "training.zip")):
         found.append("kaggle")
     return found
 
 
-# --- Download and checksum ----------------------------------------------------------------------------------
 def sha256sum(path: str | Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def download_file(url: str, dest: str | Path) -> Path:
-    """Download ``url`` (``file://`` too) to ``dest`` atomically. The first download's sha256 is recorded in
-    ``dest.sha256`` and checked by every later call: an existing ``dest`` that passes is reused, a changed or
-    corrupt download is deleted and raises ``OSError``."""
+    """Download ``url`` (``file://`` too) to ``dest`` atomically, checked against the sha256 the first download
+    recorded in ``dest.sha256``: a ``dest`` that passes is reused, a mismatch is deleted (``OSError``)."""
     dest, record = Path(dest), Path(f"{dest}.sha256")
     expected = record.read_text().split()[0] if record.exists() else None
     if dest.exists() and expected and sha256sum(dest) == expected:
@@ -199,10 +178,9 @@ def download_file(url: str, dest: str | Path) -> Path:
 
 
 def download(name: str, root: Path | None = None, url: str | None = None) -> Path:
-    """Fetch ``youtube-faces-68`` (the course archive, its checksum recorded, cached under ``data/downloads``)
-    into ``root`` (default: the data root) and return its folder. The other data sets need an account or a
-    registration: for them this raises :class:`DatasetNotFoundError` saying where to get them."""
-    target = dataset_dir(name, root)
+    """Fetch ``youtube-faces-68`` (checksum-verified, cached in ``data/downloads``) into ``root`` (default: the data
+    root); returns its folder. The others need an account: :class:`DatasetNotFoundError` says where to get them."""
+    target = parse_spec(name, root).path
     if name != "youtube-faces-68":
         raise _not_found(name, target, "It needs an account or registration (see above); unpack it there.")
     archive = download_file(url or YOUTUBE_URL, config.PROJECT_DATA_DIR / "downloads" / "train-test-data.zip")
@@ -219,7 +197,6 @@ def download(name: str, root: Path | None = None, url: str | None = None) -> Pat
     return target
 
 
-# --- Images and .pts files ----------------------------------------------------------------------------------
 def as_rgb(image: np.ndarray) -> np.ndarray:
     """Any image array → RGB uint8 (H, W, 3): gray (H, W) or (H, W, 1), gray + alpha, RGB or RGBA; bool, uint8,
     uint16 (scaled by 1/257), other integers (by their maximum) or floats in [0, 1]. Alpha is laid on white."""
@@ -308,7 +285,6 @@ def read_pts(path: str | Path) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(n, 2) - 1.0
 
 
-# --- Loaders ------------------------------------------------------------------------------------------------
 class _Face(NamedTuple):
     name: str                           # as in Dataset.names
     image: Path | np.ndarray | None     # the file, or Kaggle's pixels
@@ -402,8 +378,7 @@ def _pixels(text: str) -> np.ndarray | None:
 
 
 def _outside(kps: np.ndarray, shape: tuple[int, ...], tol: float = 0.5) -> int:
-    h, w = shape[:2]
-    x, y = kps[:, 0], kps[:, 1]
+    (h, w), x, y = shape[:2], kps[:, 0], kps[:, 1]
     return int(np.sum(((x < -tol) | (y < -tol) | (x > w - 1 + tol) | (y > h - 1 + tol)) & ~np.isnan(x)))
 
 

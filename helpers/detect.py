@@ -1,10 +1,8 @@
-"""Face detection (OpenCV's Haar cascade, as in the thesis) and the detector-box calibration.
-
-:func:`detect_faces` runs the cascade on a downscaled gray copy; :func:`face_crops` turns its boxes into the
-crops the networks were trained on through a :class:`Calibration` fitted by :func:`fit_calibration`
-(package data ``helpers/calibration.json``; refit with ``facekp calibrate --fit``). Boxes are
-``(x0, y0, x1, y1)`` floats in 0-based pixel-centre coordinates, a Haar box given by its outer pixel edges.
-"""
+"""Face detection (OpenCV's Haar cascade, as in the thesis) and the detector-box calibration: :func:`detect_faces`
+runs the cascade on a downscaled gray copy; :func:`face_crops` turns its boxes into the crops the networks were
+trained on through a :class:`Calibration` fitted by :func:`fit_calibration` (package data ``helpers/calibration.json``;
+refit with ``facekp calibrate --fit``). Boxes are ``(x0, y0, x1, y1)`` floats in 0-based pixel-centre coordinates,
+a Haar box given by its outer pixel edges."""
 from __future__ import annotations
 
 import json
@@ -29,7 +27,6 @@ class DetectorParams:
     """Haar cascade parameters: ``scale_factor`` and ``min_neighbors`` are ``detectMultiScale``'s; ``min_size``
     is the smallest face as a fraction of the detection image's shorter side (at least the cascade's 24 px);
     ``max_side`` is the longer side of the downscaled copy the cascade runs on (``None``: full size)."""
-
     cascade: str = DEFAULT_CASCADE
     scale_factor: float = 1.1
     min_neighbors: int = 5
@@ -48,11 +45,8 @@ def get_cascade(name: str = DEFAULT_CASCADE) -> cv2.CascadeClassifier:
 
 
 def detect_faces(image: np.ndarray, params: DetectorParams | None = None, **overrides) -> np.ndarray:
-    """Face boxes (N, 4) float32 in ``image``'s pixel coordinates, largest first.
-
-    ``image``: any array :func:`helpers.data.as_rgb` accepts (gray, RGB, RGBA; uint8, uint16, float).
-    Keyword arguments override fields of ``params`` (e.g. ``min_neighbors=3``).
-    """
+    """Face boxes (N, 4) float32 in the pixel coordinates of ``image`` (any array :func:`helpers.data.as_rgb`
+    accepts), largest first. Keyword arguments override fields of ``params`` (e.g. ``min_neighbors=3``)."""
     p = replace(params or DetectorParams(), **overrides)
     gray = preprocess.to_gray(image)
     h, w = gray.shape
@@ -61,10 +55,8 @@ def detect_faces(image: np.ndarray, params: DetectorParams | None = None, **over
         gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
         s = gray.shape[1] / w                     # the factor actually used (after rounding)
     min_px = max(24, int(round(p.min_size * min(gray.shape))))
-    found = ()
-    if min(gray.shape) >= min_px:
-        found = get_cascade(p.cascade).detectMultiScale(gray, scaleFactor=p.scale_factor,
-                                                        minNeighbors=p.min_neighbors, minSize=(min_px, min_px))
+    found = get_cascade(p.cascade).detectMultiScale(gray, scaleFactor=p.scale_factor, minNeighbors=p.min_neighbors,
+                                                    minSize=(min_px, min_px)) if min(gray.shape) >= min_px else ()
     r = np.asarray(found, dtype=np.float64).reshape(-1, 4)
     boxes = np.concatenate([r[:, :2], r[:, :2] + r[:, 2:]], axis=1) / s - 0.5
     return boxes[np.argsort(-(r[:, 2] * r[:, 3]), kind="stable")].astype(np.float32)
@@ -72,22 +64,18 @@ def detect_faces(image: np.ndarray, params: DetectorParams | None = None, **over
 
 def iou(a, b) -> np.ndarray:
     """Intersection over union of boxes ``a`` (N, 4) and ``b`` (M, 4) → (N, M)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    a, b = (np.asarray(v, dtype=np.float64).reshape(-1, 4) for v in (a, b))
     ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
     iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    area_a, area_b = ((v[:, 2] - v[:, 0]) * (v[:, 3] - v[:, 1]) for v in (a, b))
     return ix * iy / np.maximum(area_a[:, None] + area_b[None, :] - ix * iy, 1e-12)
 
 
 def match_box(boxes: np.ndarray, target, min_iou: float = 0.3) -> int:
     """Index of the box in ``boxes`` that overlaps ``target`` most (IoU ≥ ``min_iou``), else -1."""
-    if len(boxes) == 0:
-        return -1
     overlap = iou(boxes, target)[:, 0]
-    best = int(np.argmax(overlap))
-    return best if overlap[best] >= min_iou else -1
+    best = int(np.argmax(overlap)) if len(overlap) else -1
+    return best if best >= 0 and overlap[best] >= min_iou else -1
 
 
 def crop_box(crop) -> np.ndarray:
@@ -96,13 +84,9 @@ def crop_box(crop) -> np.ndarray:
     return np.array([x0 - 0.5, y0 - 0.5, x0 + side - 0.5, y0 + side - 0.5])
 
 
-def match_dataset(dataset, params: DetectorParams | None = None, min_iou: float = 0.3,
-                  progress: bool = True) -> dict:
-    """Run the detector on every image of a :class:`helpers.data.Dataset`; match each to its landmark box.
-
-    Returns arrays: ``detector`` (N, 4) matched detector boxes (NaN where none matched), ``landmark`` (N, 4)
-    landmark boxes, ``detections`` (N,) the number of boxes found, ``seconds`` (N,) detection time.
-    """
+def match_dataset(dataset, params: DetectorParams | None = None, min_iou: float = 0.3, progress: bool = True) -> dict:
+    """The detector on every image of a :class:`helpers.data.Dataset`, matched to its landmark box: ``detector``
+    (N, 4) (NaN where none matched), ``landmark`` (N, 4), ``detections`` (N,) boxes found, ``seconds`` (N,)."""
     n = len(dataset)
     out = {"detector": np.full((n, 4), np.nan), "landmark": np.full((n, 4), np.nan),
            "detections": np.zeros(n, dtype=int), "seconds": np.zeros(n)}
@@ -118,11 +102,9 @@ def match_dataset(dataset, params: DetectorParams | None = None, min_iou: float 
     return out
 
 
-# ---- calibration: detector box → training crop ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Calibration:
     """``box_to_crop(detector_box, scale, shift)`` ≈ the landmark crop the networks were trained on."""
-
     scale: float
     shift: tuple[float, float]
     stats: dict = field(default_factory=dict, compare=False)
@@ -172,8 +154,7 @@ def crop_agreement(detector_boxes, landmark_boxes, calibration: Calibration) -> 
     (side_got, centre_got), (side_want, centre_want) = _size_centre(got), _size_centre(want)
     centre_err = np.linalg.norm(centre_got - centre_want, axis=1) / side_want
     return {"iou_mean": float(ious.mean()), "iou_median": float(np.median(ious)),
-            "iou_p05": float(np.percentile(ious, 5)),
-            "side_ratio_median": float(np.median(side_got / side_want)),
+            "iou_p05": float(np.percentile(ious, 5)), "side_ratio_median": float(np.median(side_got / side_want)),
             "centre_error_median": float(np.median(centre_err)), "n": int(len(ious))}
 
 
@@ -211,14 +192,10 @@ def _match_splits(specs, params: DetectorParams, max_faces, min_iou: float, prog
 
 def fit_calibration(specs=DEFAULT_SPECS, params: DetectorParams | None = None, max_faces: int | None = None,
                     min_iou: float = 0.3, progress: bool = True) -> Calibration:
-    """Fit the detector-box → training-crop mapping on the *train* splits of ``specs``; check it on *val*.
-
-    Each image's best-overlapping detection (IoU ≥ ``min_iou``) is matched to its landmark box and the median
-    ``scale`` and ``shift`` solved for; ``stats`` holds detection rates and the crop agreement with and without
-    calibration, on train and on the validation split the fit never saw.
-    """
-    p = params or DetectorParams()
-    t0 = time.time()
+    """Fit the detector-box → training-crop mapping (median ``scale`` and ``shift``, each image's best detection with
+    IoU ≥ ``min_iou`` matched to its landmark box) on the *train* splits of ``specs``; ``stats``: detection rates and
+    the crop agreement with and without calibration, on train and on the *val* split the fit never saw."""
+    p, t0 = params or DetectorParams(), time.time()
     merged, per_set = _match_splits(specs, p, max_faces, min_iou, progress)
     train = merged["train"]
     scale, shift = solve_calibration(train["detector"], train["landmark"])

@@ -1,9 +1,8 @@
 """Every number the project reports about a model (chapters 04-07, ``facekp evaluate``), and its figures.
 
 **NME**: per face, the mean error of its present keypoints / the scheme's normalising distance (outer eye corners
-for 68 points, eye centres for 15); **CED**: the fraction of faces with NME ≤ x; **AUC@0.08**: its area up to
-0.08, / 0.08; **failure rate**: the fraction with NME > a threshold. Fractions stay fractions (%: :func:`report_json`).
-"""
+for 68 points, eye centres for 15); **CED**: the fraction of faces with NME ≤ x; **AUC@0.08**: its area up to 0.08,
+/ 0.08; **failure rate**: the fraction with NME > a threshold. Fractions stay fractions (%: :func:`report_json`)."""
 from __future__ import annotations
 
 import warnings
@@ -24,7 +23,6 @@ CED_LIMIT = 0.08
 FAIL_THRESHOLDS = (0.08, 0.10)
 
 
-# ---- metrics on arrays (pixels, NaN = missing) ---------------------------------------------------------------
 def _errors(pred, gt) -> np.ndarray:
     """(N, K) Euclidean error of each keypoint; NaN where the truth is missing."""
     pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
@@ -35,8 +33,7 @@ def _errors(pred, gt) -> np.ndarray:
 
 def nme_per_face(pred, gt, scheme: Scheme | str) -> np.ndarray:
     """(N,) mean error over present points / the scheme's normalising distance (NaN if undefined)."""
-    scheme = get_scheme(scheme)
-    err = _errors(pred, gt)
+    scheme, err = get_scheme(scheme), _errors(pred, gt)
     if err.shape[1] != scheme.num_keypoints:
         raise ValueError(f"{err.shape[1]} keypoints do not match scheme {scheme.name!r}")
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -96,12 +93,9 @@ def end_to_end_metrics(result: dict, keypoints_true: np.ndarray, scheme: Scheme 
            "nme_detected_median": float(np.median(ok)) if len(ok) else np.nan}
     for t in thresholds:
         out[f"failure_rate_{t:g}"] = (n - len(ok) + int(np.sum(ok > t))) / n if n else np.nan
-    out[f"auc_{CED_LIMIT:g}"] = auc(ok) * len(ok) / n if len(ok) else 0.0
-    out["nme_per_face"] = nme
-    return out
+    return out | {f"auc_{CED_LIMIT:g}": auc(ok) * len(ok) / n if len(ok) else 0.0, "nme_per_face": nme}
 
 
-# ---- models -------------------------------------------------------------------------------------------------
 def predict_keypoints(model, images, runtime: str = "keras") -> np.ndarray:
     """(N, K, 2) keypoints in pixels of the crops for (N, 96, 96) uint8 face crops; ``model``: anything
     :func:`helpers.predict.load_keypoint_model` takes."""
@@ -124,11 +118,9 @@ def measure_speed(model, repeats: int = 20, batch_size: int = 64, runtime: str =
 
 
 def mirror_gap(model, faces: Faces, runtime: str = "keras") -> np.ndarray:
-    """(N, K, 2): the prediction on each face minus that on its mirror image, mapped back with
-    :func:`helpers.augment.hflip` (x → W − 1 − x, pixel centres), in pixels of the 96² crop. Zero for a network
-    that treats a face and its mirror alike. A half-pixel mix-up of pixel-centre and pixel-edge labels would give a
-    gap constant in the *original* image's pixels; a prior the network learnt from the faces gives one that varies
-    from point to point."""
+    """(N, K, 2) crop pixels: the prediction on each face minus that on its mirror image, mapped back by
+    :func:`helpers.augment.hflip` (x → W − 1 − x, pixel centres); zero for a network that treats both alike. A
+    pixel-centre/edge label mix-up gives a gap constant in the original image's pixels, a learnt prior a varying one."""
     model = predict.load_keypoint_model(model, False, runtime)
     mirrored, _ = hflip(faces.images, faces.keypoints, faces.scheme)
     _, back = hflip(mirrored, predict_keypoints(model, mirrored), faces.scheme)
@@ -197,8 +189,7 @@ def evaluate(model, spec: str, split: str | None = "test", max_faces: int | None
              progress: bool = False, **kwargs) -> dict:
     """:func:`evaluate_model` of a model (name, path or object) on a data set spec and split."""
     out = evaluate_model(model, load_eval_faces(spec, split, max_faces, progress), timing=timing, **kwargs)
-    out["split"] = "all" if spec.startswith("300w:") else split
-    return out
+    return out | {"split": "all" if spec.startswith("300w:") else split}
 
 
 def report_json(result: dict) -> dict:
@@ -219,7 +210,6 @@ def results_table(results: dict[str, dict]) -> pd.DataFrame:
     return table.rename(columns=columns).astype(float).astype({"faces": int}).round(2)
 
 
-# ---- figures (chapters 04-06) ---------------------------------------------------------------------------------
 def plot_ced(results: dict[str, dict], limit: float = 0.10, ax=None):
     """CED curves (NME on x, fraction of faces on y) of ``{label: evaluate result}``, AUC@0.08 in the legend."""
     ax = ax or plt.subplots(figsize=(6.5, 4.5))[1]

@@ -1,7 +1,6 @@
-"""Keras → ONNX, int8 quantization and ONNX Runtime: the fast forward passes of ``facekp predict``.
-
-:func:`to_onnx` folds batch norm into the convolutions; :func:`export_int8` writes ``<model>.int8.onnx``, found by
-:func:`int8_for` while it matches its ``.keras`` file; :class:`OnnxForward` runs a graph (N, 1, H, W) → (N, 2K)."""
+"""Keras → ONNX, int8 quantization and ONNX Runtime, the fast forward passes of ``facekp predict``: :func:`to_onnx`
+folds batch norm into the convolutions; :func:`export_int8` writes ``<model>.int8.onnx``, found by :func:`int8_for`
+while it matches its ``.keras`` file; :class:`OnnxForward` runs a graph (N, 1, H, W) → (N, 2K)."""
 from __future__ import annotations
 
 import contextlib

@@ -1,22 +1,10 @@
-"""The two networks of the thesis, their masked loss and metrics, and loading of the trained models.
+"""The two networks of the thesis, their masked loss and metrics, and saving and loading of trained models.
 
-* :func:`lenet` — a LeNet-inspired **sequential** CNN: four conv/pool stages, a dense layer, (optional) dropout.
-* :func:`resnet50` — the real ResNet-50 (``keras.applications.ResNet50(weights=None, include_top=False)``:
-  53 convolutions in 16 bottleneck blocks, about 23.5 M parameters), built functionally with a regression head.
-
-Both take ``(96, 96, 1)`` float32 images in [0, 1] and output ``2K`` numbers: the normalised keypoints
-``(x0, y0, x1, y1, ...)`` in [-1, 1] (see :func:`helpers.augment.to_model_inputs`).
-
-Loss and metrics are registered Keras objects (package ``facekp``), so a saved model loads with plain
-``keras.models.load_model(path, safe_mode=True)`` — no ``custom_objects``. They are written with
-``keras.ops`` only (backend-agnostic) and **mask missing targets** (NaN): Kaggle's incomplete rows still teach.
-
-* :class:`MaskedLoss` — mean squared (``"mse"``), absolute (``"mae"``) or Wing (``"wing"``) error over the
-  present coordinates; the gradient with respect to a masked coordinate is exactly zero.
-* :class:`NME` — per face, the mean point-to-point error over the present points divided by the normalising
-  distance of the scheme: the **outer-eye-corner** distance (points 36 and 45) for 68 points, the
-  **eye-centre** distance for the 15 Kaggle points. Reported as a fraction (×100 for percent).
-* :class:`RMSEPixels` — root mean squared coordinate error in pixels of the 96×96 crop.
+Both networks take ``(96, 96, 1)`` float32 images in [0, 1] and output ``2K`` numbers: the keypoints
+``(x0, y0, x1, y1, ...)`` normalised to [-1, 1] of the crop (:func:`helpers.augment.to_model_inputs`). The loss
+and metrics are registered Keras objects written with ``keras.ops`` (backend-agnostic), so a saved model loads
+with plain ``keras.models.load_model(path, safe_mode=True)``; they **mask missing targets** (NaN), so Kaggle's
+incomplete rows still teach.
 """
 from __future__ import annotations
 
@@ -34,28 +22,19 @@ from keras import layers, ops
 from . import config
 from .schemes import Scheme, get_scheme
 
-__all__ = ["lenet", "resnet50", "build_model", "compile_model", "MaskedLoss", "NME", "RMSEPixels",
-           "load_model", "model_path", "save_model", "MODEL_NAMES", "count_params"]
-
 MODEL_NAMES = ("lenet", "resnet50")
 INPUT_SHAPE = (config.IMAGE_SIZE, config.IMAGE_SIZE, 1)
 PX_PER_UNIT = config.IMAGE_SIZE / 2.0     # normalised [-1, 1] → pixels of the 96² crop
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Architectures
-# ----------------------------------------------------------------------------------------------------------
 def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96, 192), units: int = 256,
           name: str = "lenet") -> keras.Sequential:
     """A LeNet-inspired sequential CNN: (conv 3×3 → BN → ReLU → max-pool) × 4, dense, dropout, 2K outputs.
 
-    LeNet's pattern (convolution, subsampling, repeat, then fully connected layers) with the modern
-    defaults that make it train reliably: ReLU, batch normalisation, same padding. Four stages take 96² down
-    to 6² with 16 → 32 → 96 → 192 filters; the dense layer has 256 units.
-
-    The widths keep it fast (54 M multiply-adds per face, well under a millisecond on two CPU cores once
-    exported by :mod:`helpers.export`); augmentation, not dropout, is its regulariser (``dropout`` defaults to 0).
-    """
+    LeNet's pattern with the defaults that make it train reliably (ReLU, batch normalisation, same padding): four
+    stages take 96² to 6² with 16 → 32 → 96 → 192 filters; the dense layer has 256 units. Augmentation, not
+    dropout, is its regulariser (``dropout`` defaults to 0)."""
     scheme = get_scheme(scheme)
     k2 = 2 * scheme.num_keypoints
     model = keras.Sequential(name=name)
@@ -73,11 +52,8 @@ def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96
 
 
 def resnet50(scheme: Scheme | str = "68", dropout: float = 0.0, name: str = "resnet50") -> keras.Model:
-    """The real ResNet-50 trunk (random initialisation, one gray channel) with a regression head.
-
-    ``keras.applications.ResNet50(weights=None, include_top=False, input_shape=(96, 96, 1))`` maps 96² to a
-    3×3×2048 feature map (stride 32). The head: global average pooling, dropout, a dense layer of 2K outputs.
-    """
+    """``keras.applications.ResNet50`` (random initialisation, one gray channel; 96² → 3×3×2048) with a regression
+    head: global average pooling, dropout, a dense layer of 2K outputs."""
     scheme = get_scheme(scheme)
     k2 = 2 * scheme.num_keypoints
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
@@ -102,9 +78,7 @@ def count_params(model: keras.Model) -> dict:
     return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Loss and metrics
-# ----------------------------------------------------------------------------------------------------------
 def _masked(y_true, y_pred):
     """(difference with zeros where the target is missing, mask as float)."""
     y_true = ops.convert_to_tensor(y_true, dtype="float32")
@@ -253,9 +227,7 @@ def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate
     return model
 
 
-# ----------------------------------------------------------------------------------------------------------
 # Saving and loading
-# ----------------------------------------------------------------------------------------------------------
 def model_path(name: str) -> Path:
     """``models/<name>/model.keras``: the model its recipe ``recipes/<name>.toml`` trained."""
     return config.MODELS_DIR / name / "model.keras"

@@ -13,10 +13,8 @@ from .plots import set_style
 
 
 def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
-    """Seed every generator, set the plot style, print the versions; returns them as a dict.
-
-    ``deep_learning=True`` also imports Keras (a few seconds) and seeds it with ``keras.utils.set_random_seed``.
-    """
+    """Seed every generator, set the plot style, print the versions (returned as a dict); ``deep_learning=True``
+    also imports Keras (a few seconds) and seeds it with ``keras.utils.set_random_seed``."""
     random.seed(seed)
     np.random.seed(seed)
     set_style()

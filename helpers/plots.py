@@ -1,8 +1,5 @@
-"""Figures: one ``save_fig`` for every notebook, and keypoint drawing shared by all chapters.
-
-Colours: the subject's **left** side is drawn in one colour, the **right** side in another and the midline in a
-third, everywhere in the project, so a flipped label shows at a glance.
-"""
+"""Figures: one ``save_fig`` for every notebook, and keypoint drawing shared by all chapters. The subject's
+**left** side, **right** side and midline each have one colour everywhere, so a flipped label shows at a glance."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,10 +25,8 @@ def set_style() -> None:
 
 
 def save_fig(fig_or_name, name: str | None = None, tight: bool = True) -> Path:
-    """Save a figure as ``<figures dir>/<name>.png``, the name starting with its chapter's number.
-
-    ``save_fig("01_faces")`` saves the current figure, ``save_fig(fig, "01_faces")`` the one given.
-    """
+    """Save a figure as ``<figures dir>/<name>.png``, the name starting with its chapter's number:
+    ``save_fig("01_faces")`` the current figure, ``save_fig(fig, "01_faces")`` the one given."""
     fig, name = (plt.gcf(), fig_or_name) if isinstance(fig_or_name, str) else (fig_or_name, name)
     if not name or any(c in name for c in " /\\"):
         raise ValueError(f"figure name must be non-empty, without spaces or slashes: {name!r}")
@@ -106,12 +101,9 @@ def _hex_to_rgb(colour: str) -> tuple[int, int, int]:
 
 
 def draw_keypoints_cv(image, keypoints, scheme: Scheme | None = None, boxes=None) -> np.ndarray:
-    """An RGB uint8 copy of ``image`` with faces drawn by OpenCV (the CLI's annotated outputs).
-
-    ``keypoints`` (K, 2) or (N, K, 2) in image pixels (NaN points skipped), coloured by side and joined by the
-    ``scheme``'s outline; ``boxes`` (N, 4) as rectangles. Sizes follow the image (markers about 1/250 of its
-    longer side) but never exceed what suits each face (1/40 of its keypoints' extent).
-    """
+    """An RGB uint8 copy of ``image`` with ``keypoints`` (K, 2) or (N, K, 2) (NaN skipped) drawn by OpenCV in their
+    sides' colours, joined by the ``scheme``'s outline, and ``boxes`` (N, 4). Markers are about 1/250 of the image's
+    longer side, at most 1/40 of each face's keypoint extent. For the CLI's annotated outputs."""
     img = np.asarray(image)
     img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):

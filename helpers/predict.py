@@ -1,6 +1,5 @@
-"""From a photograph to keypoints in its own pixel coordinates (chapter 07, ``facekp predict``, the benchmarks).
-
-Read → gray → Haar boxes → calibrated crops (:mod:`helpers.detect`) → one forward pass for all the image's faces
+"""From a photograph to keypoints in its own pixel coordinates (chapter 07, ``facekp predict``, the benchmarks):
+read → gray → Haar boxes → calibrated crops (:mod:`helpers.detect`) → one forward pass for all the image's faces
 (:class:`KeypointModel`: float32 (B, S, S, 1) gray in [0, 1] → (B, 2K) normalised keypoints) → image pixels."""
 from __future__ import annotations
 
@@ -45,8 +44,7 @@ class KeypointModel:
     (the float32 export in ONNX Runtime) or ``"int8"`` (the quantized file ``int8``). Batches are zero-padded to
     the next of :data:`BATCH_BUCKETS` (chunks of 64 beyond) so few shapes are ever compiled; ``warm_up`` runs them."""
 
-    def __init__(self, model, name: str | None = None, warm_up: bool = True, runtime: str = "keras",
-                 int8=None):
+    def __init__(self, model, name: str | None = None, warm_up: bool = True, runtime: str = "keras", int8=None):
         self.model, self.name = model, name or getattr(model, "name", "model")
         self.scheme, self.size = scheme_of(model), int(model.input_shape[1])
         if tuple(model.input_shape[1:]) != (self.size, self.size, 1):
@@ -117,7 +115,6 @@ def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "aut
 @dataclass
 class ImagePrediction:
     """The faces found in one image: boxes (N, 4), crops (N, 3) and keypoints (N, K, 2) in its pixels."""
-
     source: str
     width: int
     height: int
@@ -143,18 +140,15 @@ class ImagePrediction:
 
 
 class Predictor:
-    """Detector + calibration + keypoint model: ``predictor(photo)`` → :class:`ImagePrediction`.
-
-    ``model`` and ``runtime`` as for :func:`load_keypoint_model`; ``calibration``: the fitted one by default,
-    :data:`helpers.detect.UNCALIBRATED` crops the raw detector boxes (the seed).
-    """
+    """Detector + calibration + keypoint model: ``predictor(photo)`` → :class:`ImagePrediction`. ``model`` and
+    ``runtime`` as for :func:`load_keypoint_model`; ``calibration`` the fitted one by default
+    (:data:`helpers.detect.UNCALIBRATED` crops the raw detector boxes)."""
 
     def __init__(self, model="lenet", params: detect.DetectorParams | None = None,
                  calibration: detect.Calibration | None = None, keep_image: bool = True, runtime: str = "auto"):
         self.model = load_keypoint_model(model, runtime=runtime)
-        self.params = params or detect.DetectorParams()
+        self.params, self.keep_image = params or detect.DetectorParams(), keep_image
         self.calibration = calibration or detect.load_calibration()
-        self.keep_image = keep_image
 
     def __call__(self, image, boxes=None, source: str | None = None) -> ImagePrediction:
         """Predict every face of ``image`` (path or array); ``boxes`` (N, 4) skips the detector."""
@@ -178,11 +172,9 @@ class Predictor:
 
 def run_dataset(dataset, predictor: Predictor, boxes=None, min_iou: float = 0.3, batch_size: int = 64,
                 progress: bool = True) -> dict:
-    """Detector + keypoints on every image of a :class:`helpers.data.Dataset` (one annotated face each).
-
-    ``boxes`` (N, 4), NaN rows undetected, default :func:`helpers.detect.match_dataset`'s. Returns
-    ``detected`` (N,), ``boxes``, ``crops`` (N, 3; -1 undetected), ``keypoints`` (N, K, 2; NaN undetected).
-    """
+    """Detector + keypoints on every image of a :class:`helpers.data.Dataset` (one annotated face each); ``boxes``
+    (N, 4), NaN rows undetected, default :func:`helpers.detect.match_dataset`'s. Returns ``detected`` (N,),
+    ``boxes``, ``crops`` (N, 3; -1 undetected), ``keypoints`` (N, K, 2; NaN undetected)."""
     if boxes is None:
         boxes = detect.match_dataset(dataset, predictor.params, min_iou, progress)["detector"]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(len(dataset), 4)

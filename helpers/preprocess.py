@@ -1,13 +1,9 @@
-"""From a photograph and its keypoints to what the networks see: a 96×96 grayscale face and its keypoints.
-
-One function a step, so chapters can show them one at a time: :func:`to_gray`; :func:`keypoint_box` (or a
-detector's box, chapter 07); :func:`box_to_crop`, the one place the crop geometry lives; :func:`crop_face`, cut,
-padded and resized; :func:`to_crop_coords` / :func:`to_image_coords`, keypoints moved exactly, both ways;
-:func:`normalise_keypoints` / :func:`denormalise_keypoints`, pixels ↔ [-1, 1]; :func:`prepare` does them all.
+"""From a photograph and its keypoints to what the networks see: a 96×96 grayscale face and its keypoints, one
+function a step (so chapters can show them one at a time); :func:`box_to_crop` is the one place the crop geometry
+lives, :func:`prepare` does all the steps.
 
 Coordinates are 0-based pixel centres. A crop ``(x0, y0, side)`` is the square of pixels ``x0 .. x0+side-1`` ×
-``y0 .. y0+side-1``; resizing maps pixel centres as OpenCV does, ``x_out = (x_in - x0 + 0.5) * size / side - 0.5``.
-"""
+``y0 .. y0+side-1``; resizing maps pixel centres as OpenCV does, ``x_out = (x_in - x0 + 0.5) * size / side - 0.5``."""
 from __future__ import annotations
 
 import hashlib
@@ -52,15 +48,13 @@ def box_to_crop(box, scale: float = CROP_SCALE, shift: tuple[float, float] = (0.
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"degenerate box {box}")
     side = max(1, int(round(scale * max(x1 - x0, y1 - y0))))
-    cx = (x0 + x1) / 2 + shift[0] * side
-    cy = (y0 + y1) / 2 + shift[1] * side
+    cx, cy = (x0 + x1) / 2 + shift[0] * side, (y0 + y1) / 2 + shift[1] * side
     # pixel centres: the square of `side` pixels centred on (cx, cy)
     return np.array([int(np.floor(cx - (side - 1) / 2 + 0.5)), int(np.floor(cy - (side - 1) / 2 + 0.5)), side],
                     dtype=np.int64)
 
 
-def crop_face(image: np.ndarray, crop, size: int = config.IMAGE_SIZE,
-              border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
+def crop_face(image: np.ndarray, crop, size: int = config.IMAGE_SIZE, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
     """Cut ``crop`` = (x0, y0, side) out of ``image`` (padding beyond its edges) and resize it to size²."""
     gray = to_gray(image)
     x0, y0, side = (int(v) for v in crop)
@@ -100,10 +94,8 @@ def denormalise_keypoints(normalised: np.ndarray, size: int = config.IMAGE_SIZE)
 
 @dataclass
 class Faces(FaceCollection):
-    """Preprocessed faces, what every chapter after 02 works with: ``images`` uint8 (N, size, size); ``keypoints``
-    float32 (N, K, 2) in crop pixels, NaN where missing; ``crops`` int64 (N, 3) = (x0, y0, side) in the original
-    image; ``source`` the data set spec."""
-
+    """Preprocessed faces (all chapters after 02): ``images`` uint8 (N, size, size); ``keypoints`` float32 (N, K, 2)
+    in crop pixels, NaN where missing; ``crops`` int64 (N, 3) = (x0, y0, side) in the original image; ``source``."""
     images: np.ndarray
     keypoints: np.ndarray
     names: np.ndarray
@@ -137,13 +129,11 @@ class Faces(FaceCollection):
 
 
 def prepare(dataset, size: int = config.IMAGE_SIZE, scale: float = CROP_SCALE, progress: bool = True) -> Faces:
-    """Crop every face of a :class:`helpers.data.Dataset` around its landmark box and resize it to size².
-
-    Kaggle's images are face crops already (the thesis' input): they are taken whole, whatever their labels."""
+    """Crop every face of a :class:`helpers.data.Dataset` around its landmark box and resize it to size². Kaggle's
+    images are face crops already (the thesis' input): they are taken whole, whatever their labels."""
     n = len(dataset)
     whole = dataset.name.partition(":")[0] == "kaggle"
-    images = np.empty((n, size, size), dtype=np.uint8)
-    crops = np.empty((n, 3), dtype=np.int64)
+    images, crops = np.empty((n, size, size), dtype=np.uint8), np.empty((n, 3), dtype=np.int64)
     for i in tqdm(range(n), desc=f"cropping {dataset.name}", disable=not progress, leave=False):
         side = max(dataset.images[i].shape[:2])
         crops[i] = (0, 0, side) if whole else box_to_crop(keypoint_box(dataset.keypoints[i]), scale=scale)

@@ -2,10 +2,10 @@
 
 "Left" and "right" are the **subject's** sides, as in the Kaggle column names (``left_eye_center``, the subject's
 left eye, is on the *right* of a frontal photograph). iBUG 68 indices are 0-based here (300-W numbers them 1-68):
-0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes (36-41 the subject's right eye), 48-67 mouth.
-"""
+0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes (36-41 the subject's right eye), 48-67 mouth."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +14,6 @@ import numpy as np
 @dataclass(frozen=True)
 class Scheme:
     """A keypoint layout."""
-
     name: str                                                # "68" or "15"
     names: tuple[str, ...]                                   # one per keypoint
     flip_pairs: tuple[tuple[int, int], ...]                  # swapped by a horizontal flip; the rest stay
@@ -43,29 +42,18 @@ class Scheme:
     @property
     def sides(self) -> np.ndarray:
         """Per keypoint: +1 the subject's left, -1 the subject's right, 0 on the midline."""
-        side = np.zeros(self.num_keypoints, dtype=int)
-        for i, n in enumerate(self.names):
-            if n.startswith("left") or "_left" in n:
-                side[i] = 1
-            elif n.startswith("right") or "_right" in n:
-                side[i] = -1
-        return side
+        return np.array([1 if re.search(r"(^|_)left", n) else -1 if re.search(r"(^|_)right", n) else 0
+                         for n in self.names], dtype=int)
 
     @property
     def edges(self) -> list[tuple[int, int]]:
         """Line segments for drawing, derived from the polylines."""
-        out = []
-        for idx, closed in self.polylines:
-            out += list(zip(idx[:-1], idx[1:]))
-            if closed:
-                out.append((idx[-1], idx[0]))
-        return out
+        return [e for idx, closed in self.polylines for e in zip(idx, idx[1:] + (idx[:1] if closed else ()))]
 
     def interocular(self, keypoints: np.ndarray) -> np.ndarray:
         """Normalising distance of NME for ``keypoints`` of shape (..., K, 2) (NaN where undefined)."""
         kp = np.asarray(keypoints, dtype=np.float64)
-        a = kp[..., list(self.normaliser[0]), :].mean(axis=-2)
-        b = kp[..., list(self.normaliser[1]), :].mean(axis=-2)
+        a, b = (kp[..., list(group), :].mean(axis=-2) for group in self.normaliser)
         return np.linalg.norm(a - b, axis=-1)
 
 
@@ -98,15 +86,12 @@ _PAIRS_68 = tuple(
 )
 
 SCHEME_68 = Scheme(
-    name="68",
-    names=_names_68(),
-    flip_pairs=_PAIRS_68,
+    name="68", names=_names_68(), flip_pairs=_PAIRS_68,
     polylines=tuple((tuple(range(a, b)), closed) for a, b, closed in (
         (0, 17, False), (17, 22, False), (22, 27, False), (27, 31, False),   # jaw, right and left brow, nose bridge
         (30, 36, True), (36, 42, True), (42, 48, True),                      # lower nose, right and left eye
         (48, 60, True), (60, 68, True))),                                    # outer and inner lips
-    normaliser=((36,), (45,)),
-    normaliser_name="outer eye corners (points 36 and 45)",
+    normaliser=((36,), (45,)), normaliser_name="outer eye corners (points 36 and 45)",
 )
 
 SCHEME_15 = Scheme(
@@ -116,26 +101,17 @@ SCHEME_15 = Scheme(
            "right_eyebrow_inner_end", "right_eyebrow_outer_end", "nose_tip", "mouth_left_corner",
            "mouth_right_corner", "mouth_center_top_lip", "mouth_center_bottom_lip"),       # Kaggle's column names
     flip_pairs=((0, 1), (2, 4), (3, 5), (6, 8), (7, 9), (11, 12)),
-    polylines=(
-        ((3, 0, 2), False), ((5, 1, 4), False),     # eyes: outer - centre - inner
-        ((7, 6), False), ((9, 8), False),           # brows
-        ((11, 13, 12, 14), True),                   # mouth
-    ),
-    normaliser=((0,), (1,)),
-    normaliser_name="eye centres",
+    polylines=(((3, 0, 2), False), ((5, 1, 4), False),      # eyes: outer - centre - inner
+               ((7, 6), False), ((9, 8), False), ((11, 13, 12, 14), True)),     # brows, mouth
+    normaliser=((0,), (1,)), normaliser_name="eye centres",
 )
 
 # 68 → 15: each Kaggle point as the mean of one or more iBUG points (0-based).
 MAP_68_TO_15: tuple[tuple[int, ...], ...] = (
-    (42, 43, 44, 45, 46, 47),   # left_eye_center  (subject's left eye: 42-47)
-    (36, 37, 38, 39, 40, 41),   # right_eye_center
-    (42,), (45,),               # left eye inner / outer corner
-    (39,), (36,),               # right eye inner / outer corner
-    (22,), (26,),               # left brow inner / outer end
-    (21,), (17,),               # right brow inner / outer end
-    (30,),                      # nose tip
-    (54,), (48,),               # mouth left / right corner
-    (51,), (57,),               # top / bottom lip centre
+    (42, 43, 44, 45, 46, 47), (36, 37, 38, 39, 40, 41),   # left, right eye centre (subject's left eye: 42-47)
+    (42,), (45,), (39,), (36,),                            # left eye inner / outer, right eye inner / outer corner
+    (22,), (26,), (21,), (17,),                            # left brow inner / outer, right brow inner / outer end
+    (30,), (54,), (48,), (51,), (57,),                     # nose tip, mouth left / right corner, top / bottom lip
 )
 
 SCHEMES = {"68": SCHEME_68, "15": SCHEME_15}

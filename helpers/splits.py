@@ -1,10 +1,8 @@
-"""Identity-disjoint train / validation / test splits, and the cached preprocessed faces of a data set.
-
-A person's split is a pure function of ``(seed, identity)``, a hash cut at the split fractions: seeded,
-reproducible anywhere, one split per person, stable when faces are added. Rules: ``youtube-faces-68`` (its two
-CSVs merged: they share all 347 test people) 80 / 10 / 10 by person; ``300w/afw`` test only; the other 300-W
-folders (``helen-train``, ``lfpw-train``) 90 / 10 / 0 by image; ``kaggle`` (no person labels) 80 / 10 / 10 by row.
-"""
+"""Identity-disjoint train / validation / test splits, and the cached preprocessed faces of a data set. A person's
+split is a pure function of ``(seed, identity)``, a hash cut at the split fractions: seeded, reproducible anywhere,
+one split per person, stable when faces are added. Rules: ``youtube-faces-68`` (its two CSVs merged: they share all
+347 test people) 80 / 10 / 10 by person; ``300w/afw`` test only; the other 300-W folders (``helen-train``,
+``lfpw-train``) 90 / 10 / 0 by image; ``kaggle`` (no person labels) 80 / 10 / 10 by row."""
 from __future__ import annotations
 
 import hashlib
