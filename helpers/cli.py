@@ -54,9 +54,8 @@ def cmd_data(args) -> int:
     for r in report:
         sp = ", ".join(f"{s} {v['faces']} faces / {v['people']} people" for s, v in r["splits"].items())
         print(f"{r['name']:<20} {r['faces']:>6} faces {r['people']:>6} people {r['keypoints_per_face']:>3} "
-              f"keypoints   [{sp}]   {r['path']}")
-        if r["skipped"]:
-            print(f"{'':<20} {r['skipped']} unreadable file(s) skipped")
+              f"keypoints   [{sp}]   {r['path']}" + (f"\n{'':<20} {r['skipped']} unreadable file(s) skipped"
+                                                     if r["skipped"] else ""))
     return 0
 
 
@@ -216,8 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: test; ignored for 300w:PATH)")
     p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces")
     p.add_argument("--no-timing", action="store_true", help="skip the speed measurement")
-    p.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "int8"],
-                   help="forward pass: the Keras graph (default), its ONNX export, the int8 export, or auto")
+    p.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "int8"], help="forward pass")
     p.add_argument("--json", action="store_true", help="print one JSON object (NME, failure rates, AUC in %%)")
 
     p = command("predict", cmd_predict, "detect faces and their keypoints in photographs; write annotated images")
@@ -234,8 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0: full size; default 400)")
     p.add_argument("--no-calibration", action="store_true", help="crop the raw detector boxes (for comparison)")
     p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx", "int8"],
-                   help="forward pass: auto (default: with an int8 export, the faster of it and the float ONNX "
-                   "graph; else Keras), keras, onnx, int8")
+                   help="forward pass (default auto: the faster ONNX graph when an int8 export exists, else Keras)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command("export", cmd_export, "quantize a trained model to int8 ONNX for fast CPU inference")

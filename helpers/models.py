@@ -92,16 +92,10 @@ def _masked(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="facekp")
 class MaskedLoss(keras.losses.Loss):
-    """Per-sample mean of a point-wise error over present coordinates: ``"mse"``, ``"mae"`` or ``"wing"``.
+    """Per-sample mean of ``"mse"``, ``"mae"`` or ``"wing"`` over the present (non-NaN) coordinates of (B, 2K).
 
-    Targets that are NaN are ignored (a sample with no target contributes 0). ``y`` is (B, 2K).
-
-    ``"wing"`` is the Wing loss of Feng et al. (CVPR 2018), ``w·ln(1 + |x|/ε)`` for ``|x| < w`` and
-    ``|x| − C`` beyond (``C`` joins the pieces), with ``w`` and ``ε`` given in pixels of the 96² crop
-    (``wing_px``, default (10, 2) as in the paper). Near zero its gradient is ``w/ε`` times L1's, so it keeps
-    pulling on the small and medium errors that decide the NME, while large errors (hard faces, label noise)
-    weigh only linearly.
-    """
+    Wing (Feng et al., CVPR 2018): ``w·ln(1 + |x|/ε)`` below ``w``, ``|x| − C`` beyond, ``(w, ε)`` in pixels of the
+    96² crop (``wing_px``); it pulls harder than L1 on the small errors that decide the NME."""
 
     KINDS = ("mse", "mae", "wing")
 
@@ -133,18 +127,10 @@ class MaskedLoss(keras.losses.Loss):
         return {**super().get_config(), "kind": self.kind, "wing_px": list(self.wing_px)}
 
 
-def _point_pairs(y):
-    """(B, 2K) → (B, K, 2)."""
-    return ops.reshape(y, (ops.shape(y)[0], -1, 2))
-
-
 @keras.saving.register_keras_serializable(package="facekp")
 class NME(keras.metrics.Metric):
-    """Normalised mean error (a fraction): per face, mean point error / the scheme's normalising distance.
-
-    68 points: distance of the outer eye corners (36, 45); 15 points: distance of the eye centres (0, 1).
-    Missing points (NaN) are skipped; faces whose normalising distance is undefined are left out.
-    """
+    """Normalised mean error (a fraction): per face, mean point error / the outer-eye-corner distance (68 points)
+    or the eye-centre distance (15); missing points are skipped, faces without a normaliser left out."""
 
     def __init__(self, scheme: str = "68", name: str = "nme", dtype=None):
         super().__init__(name=name, dtype=dtype)
@@ -154,8 +140,8 @@ class NME(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         scheme = get_scheme(self.scheme)
-        t = _point_pairs(ops.convert_to_tensor(y_true, dtype="float32"))
-        p = _point_pairs(ops.cast(y_pred, "float32"))
+        t = ops.reshape(ops.convert_to_tensor(y_true, dtype="float32"), (ops.shape(y_true)[0], -1, 2))
+        p = ops.reshape(ops.cast(y_pred, "float32"), ops.shape(t))
         present = ops.logical_not(ops.any(ops.isnan(t), axis=-1))                      # (B, K)
         t0 = ops.where(present[..., None], t, ops.zeros_like(t))
         err = ops.sqrt(ops.sum(ops.square(p - t0), axis=-1) + 1e-12)                   # (B, K)
@@ -216,10 +202,7 @@ class RMSEPixels(keras.metrics.Metric):
 
 def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate=1e-3, loss: str = "mae",
                   wing_px=(10.0, 2.0), weight_decay: float = 0.0, clipnorm: float | None = None) -> keras.Model:
-    """Adam (AdamW with ``weight_decay``), the masked loss and the NME / RMSE metrics.
-
-    ``learning_rate`` is a number or a ``keras.optimizers.schedules.LearningRateSchedule``.
-    """
+    """Adam (AdamW with ``weight_decay``; ``learning_rate`` a number or a schedule), the masked loss, NME, RMSE."""
     optimizer = (keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, clipnorm=clipnorm)
                  if weight_decay else keras.optimizers.Adam(learning_rate, clipnorm=clipnorm))
     model.compile(optimizer=optimizer, loss=MaskedLoss(loss, wing_px=wing_px),

@@ -14,9 +14,8 @@ the key. The profile (:mod:`helpers.config`) scales only the sizes: faces read p
     [schedule]  warmup_epochs, final_fraction (cosine decay to learning_rate · final_fraction)
     [training]  epochs, batch_size, seed, patience (early stopping on validation NME)
 
-An experiment file holds ``base = "../recipes/lenet.toml"`` (relative to itself) and tables with the keys it
-changes. ``[data].train`` falls back to ``fallback_train`` when one of its data sets is not on disk (the 15-point
-recipe trains on Kaggle's set when present, else on the 68 → 15 mapping of the project's data).
+An experiment holds ``base = "../recipes/lenet.toml"`` (relative to itself) and the keys it changes.
+``fallback_train`` replaces ``train`` (and ``validation``) when a data set of ``train`` is not on disk.
 """
 from __future__ import annotations
 

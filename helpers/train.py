@@ -1,19 +1,11 @@
-"""Training: a recipe (:mod:`helpers.recipes`) in, a run folder out. Safe to kill and resume at any moment.
+"""Training: a recipe (:mod:`helpers.recipes`) in, a run folder out; safe to kill and resume at any moment.
 
-``facekp train recipes/lenet.toml --profile full --out models/lenet`` writes into the run folder:
-
-* ``model.keras`` — the best model by validation NME (no optimizer state);
-* ``history.csv`` — one row per epoch: training loss/NME/RMSE, validation NME overall and per part, learning
-  rate, seconds;
-* ``summary.json`` — the recipe (resolved) and its hash, the data files' fingerprint, package versions, the best
-  epoch and its validation NME, wall time;
-* ``backup.npz`` and ``train.log`` — the state a killed run resumes from, and its log (not committed).
-
-Every file is written under a temporary name and renamed into place, so a kill never leaves a truncated file. The
-backup holds the weights, the optimizer's state (its step counter drives the learning-rate schedule), the best
-value, the best epoch and early stopping's counter; the batches of an epoch are a function of (seed, epoch) only
-(:class:`helpers.augment.KeypointSequence`). A resumed run therefore ends with the same weights and summary as an
-uninterrupted one. Running the same command again continues the run; a finished run is left as it is.
+A run folder holds ``model.keras`` (the best epoch by validation NME), ``history.csv`` (one row per epoch),
+``summary.json`` (the resolved recipe and its hash, the data fingerprint, versions, the best epoch, times) and, not
+committed, ``backup.npz`` and ``train.log``. Every file is written under a temporary name and renamed into place. The
+backup holds the weights, the optimizer's state (its step counter drives the schedule), the best value and epoch
+and early stopping's counter; an epoch's batches depend on (seed, epoch) only. So a resumed run ends with the same
+weights and summary as an uninterrupted one; running the same command again continues it.
 """
 from __future__ import annotations
 
@@ -124,11 +116,8 @@ def load_backup(path: Path, model: keras.Model) -> dict:
 
 # The epoch-end bookkeeping: validation, best model, early stopping, backup, history
 class RunKeeper(keras.callbacks.Callback):
-    """Validates after every epoch (NME overall and per part), keeps the best model, stops early, backs up.
-
-    One callback in place of ``ModelCheckpoint`` + ``EarlyStopping`` + ``BackupAndRestore`` + ``CSVLogger``,
-    because their states must be saved together for a resumed run to end as an uninterrupted one would.
-    """
+    """After every epoch: validate (NME overall and per part), keep the best model, count for early stopping, back
+    up. One callback in place of Keras' four, because their states must be saved together to resume exactly."""
 
     def __init__(self, run_dir: Path, state: dict, val: dict[str, Faces], train_seq: KeypointSequence, log):
         super().__init__()
@@ -203,19 +192,6 @@ def new_model(recipe: dict, steps_per_epoch: int) -> keras.Model:
                          loss["wing_px"], opt["weight_decay"], opt["clipnorm"])
 
 
-def weights_hash(model: keras.Model) -> str:
-    """A hash of a model's weights (the ``.keras`` file itself also records when it was saved)."""
-    digest = hashlib.sha256()
-    for w in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
-    return digest.hexdigest()
-
-
-def versions() -> dict:
-    return {"python": platform.python_version(), "backend": keras.backend.backend(), "keras": keras.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__}
-
-
 def run_logger(run_dir: Path, quiet: bool = False):
     """A function that appends a timestamped line to the run's ``train.log`` (and prints it unless ``quiet``)."""
     def log(message: str) -> None:
@@ -272,7 +248,8 @@ def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: boo
 
 
 def summarise(run_dir: Path, recipe: dict, state: dict, train_faces: Faces, val: dict[str, Faces]) -> dict:
-    """Write and return ``summary.json``: what the run was, what it used and what it reached."""
+    """Write and return ``summary.json``: what the run was, used and reached (a hash of the weights, since the
+    ``.keras`` file also records when it was saved)."""
     best = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])
     best_model = keras.models.load_model(run_dir / FILES["model"], compile=False)
     specs = sorted(set(recipe["data"]["train"] + recipe["data"]["validation"] + recipe["data"]["fallback_train"])
@@ -287,9 +264,11 @@ def summarise(run_dir: Path, recipe: dict, state: dict, train_faces: Faces, val:
         "best_val_nme": state["best_val_nme"],
         "best_val_nme_parts": {k[8:-1]: v for k, v in best.items() if k.startswith("val_nme[")},
         "params": count_params(best_model),
-        "weights_sha256": weights_hash(best_model),
+        "weights_sha256": hashlib.sha256(b"".join(keras.ops.convert_to_numpy(w).tobytes()
+                                                  for w in best_model.weights)).hexdigest(),
         "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1),
-        "versions": versions(),
+        "versions": {"python": platform.python_version(), "backend": keras.backend.backend(),
+                     "keras": keras.__version__, "numpy": np.__version__, "pandas": pd.__version__},
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_atomic(run_dir / FILES["summary"], json.dumps(summary, indent=2) + "\n")
@@ -313,20 +292,14 @@ def experiments_table(run_dirs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def read_run(run_dir) -> RunResult:
-    """A finished run folder: its summary and history."""
-    run_dir = Path(run_dir)
-    summary = json.loads((run_dir / FILES["summary"]).read_text())
-    return RunResult(run_dir, summary, pd.read_csv(run_dir / FILES["history"]))
-
-
 def committed_or_trained(name: str, profile=None, train_now: bool = False) -> RunResult:
     """For the chapters: in the full profile the committed run ``models/<name>/``; otherwise (or with
     ``train_now``) a run of ``recipes/<name>.toml`` with the profile's sizes in ``models/runs/`` (resumed if there)."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
     committed = config.MODELS_DIR / name
     if profile.name == "full" and not train_now and (committed / FILES["summary"]).exists():
-        return read_run(committed)
+        return RunResult(committed, json.loads((committed / FILES["summary"]).read_text()),
+                         pd.read_csv(committed / FILES["history"]))
     return train(config.ROOT / "recipes" / f"{name}.toml", profile, quiet=True)
 
 
@@ -335,16 +308,13 @@ TEST_SETS = {"YouTube-Faces test": ("youtube-faces-68", "test"), "AFW": ("300w/a
 TARGETS = {"lenet": (5.5, 7.0), "resnet50": (4.3, 5.5)}      # NME % the models are asked to reach on TEST_SETS
 README_HEAD = """# Trained models
 
-Generated by `facekp readme` from the run folders below; do not edit by hand. Each folder `models/<name>/` is
-exactly what `facekp train recipes/<name>.toml --profile full --out models/<name>` writes from scratch (resumed
-after interruptions, nothing else): `model.keras` (the best epoch by validation NME), `history.csv` (one row per
-epoch) and `summary.json` (the recipe and its hash, the data files' fingerprint, package versions, times).
-`make models` runs every recipe; `make experiments` the experiments whose tables the chapters show.
-
-NME: mean point-to-point error divided by the distance of the outer eye corners (68 points) or eye centres
-(15 points), in percent, on 96×96 crops of the landmark box. Validation selects the epoch (YouTube-Faces
-validation people and held-out HELEN and LFPW photographs); the YouTube-Faces test people and AFW are never
-used in training or selection. Test numbers are measured now by `facekp evaluate --model NAME --data SPEC`.
+Generated by `facekp readme`; do not edit. Each folder `models/<name>/` is exactly what `facekp train
+recipes/<name>.toml --profile full --out models/<name>` writes from scratch (resumed after interruptions, nothing
+else): `model.keras` (the best epoch by validation NME), `history.csv` (one row per epoch) and `summary.json` (the
+recipe and its hash, the data files' fingerprint, package versions, times). `make models` runs every recipe.
+NME in percent (outer-eye-corner distance), on 96×96 crops of the landmark box; validation (YouTube-Faces people
+and held-out HELEN and LFPW photographs) selects the epoch; the test people and AFW, measured now by `facekp
+evaluate`, are never used in training or selection.
 """
 
 
