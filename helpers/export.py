@@ -236,7 +236,7 @@ def export_int8(name_or_path, calibration_images=None, max_faces: int = 256, pat
 
 
 def int8_path(name_or_path) -> Path:
-    """``models/<name>.int8.onnx`` for a model name, or ``<stem>.int8.onnx`` beside a ``.keras`` path."""
+    """``<stem>.int8.onnx`` beside the ``.keras`` file of a model name or path (``models/lenet/model.int8.onnx``)."""
     return models.resolve_model_path(name_or_path).with_suffix(".int8.onnx")
 
 
