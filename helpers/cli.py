@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("readme", cmd_readme, "regenerate models/README.md from the committed run folders (measures them)")
 
+    add_model_commands(command)
+    return parser
+
+
+def add_model_commands(command) -> None:
+    """The subcommands that run a trained model: evaluate, predict, export, calibrate."""
     p = command("evaluate", cmd_evaluate, "accuracy and speed of a trained model on a data set split")
     p.add_argument("--model", default="resnet50", help="lenet, resnet50, lenet15 or a .keras file")
     p.add_argument("--data", required=True, metavar="SPEC", help="youtube-faces-68, 300w/afw, 300w/helen-train, "
@@ -244,7 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--specs", nargs="+", help="data sets to fit on (default: youtube-faces-68 300w/helen-train)")
     p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces per data set")
     p.add_argument("--out", default=None, help="calibration file (default: helpers/calibration.json)")
-    return parser
 
 
 def main(argv=None) -> int:

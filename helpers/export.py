@@ -12,6 +12,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, checker, helper, numpy_helper
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
 
 from . import data, models, splits
 
@@ -22,7 +26,6 @@ class _Graph:
     """An ONNX graph under construction: its nodes, its weights and the convolutions batch norm may fold into."""
 
     def __init__(self):
-        from onnx import helper
         self.helper, self.nodes, self.weights, self.conv = helper, [], {}, {}   # conv: output → (weight, bias)
 
     def const(self, value, dtype: str = "float32") -> str:
@@ -111,7 +114,6 @@ def _convert(g: _Graph, model, inputs: list[str]) -> str:
 
 def to_onnx(model):
     """The ONNX ``ModelProto`` of a keypoint network: input ``image`` (N, 1, H, W), output ``keypoints``."""
-    from onnx import TensorProto, checker, helper, numpy_helper
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise NotImplementedError("only single-input, single-output models are exported")
     _, h, w, c = (int(v or 0) for v in model.inputs[0].shape)
@@ -130,7 +132,6 @@ class OnnxForward:
     """A ``.onnx`` file, ``ModelProto`` or Keras model (exported) run by ONNX Runtime: ``f(x) -> numpy``, x NHWC."""
 
     def __init__(self, source):
-        import onnxruntime as ort
         if not isinstance(source, (str, Path)):
             source = (source if hasattr(source, "SerializeToString") else to_onnx(source)).SerializeToString()
         options = ort.SessionOptions()
@@ -158,8 +159,6 @@ def quantize(model, calibration_images, method: str = "percentile"):
     """The int8 ``ModelProto`` of a Keras model or float ``ModelProto``: static QDQ quantization, weights int8 per
     channel in a 7-bit range (x86 CPUs without VNNI saturate otherwise), activations uint8 in ranges from uint8
     ``calibration_images`` (``method``: ``percentile`` or ``minmax``); the first conv and the output stay float."""
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise ValueError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
@@ -185,7 +184,6 @@ def quantize(model, calibration_images, method: str = "percentile"):
 def typical_faces(model, images, limit: float = 20.0) -> np.ndarray:
     """Indices of the uint8 ``images`` whose activations are typical: a face whose peak in some layer exceeds
     ``limit`` × that layer's median per-face peak is left out, as it would stretch the layer's int8 range."""
-    import onnx
     proto = model if hasattr(model, "SerializeToString") else to_onnx(model)
     probe = onnx.load_from_string(proto.SerializeToString())             # a copy: every tensor an output
     del probe.graph.output[:]
@@ -212,7 +210,6 @@ def export_int8(name_or_path, calibration_images=None, max_faces: int = 256, pat
     """Quantize a model on the typical faces of ``calibration_images`` (default: the first ``max_faces`` YouTube-Faces
     training faces), with the ``.keras`` file's sha256 and both graphs' one-face times, to ``path`` (default
     :func:`int8_path`); refused (``RuntimeError``) if it is more than :data:`MAX_INT8_GAP` off the float model."""
-    import onnx
     keras_path = models.resolve_model_path(name_or_path)
     if calibration_images is None:
         calibration_images = splits.load_faces("youtube-faces-68", "train", max_faces=max_faces).images
@@ -241,7 +238,6 @@ def int8_path(name_or_path) -> Path:
 
 
 def _metadata(path) -> dict:
-    import onnx
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
