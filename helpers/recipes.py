@@ -147,11 +147,11 @@ def augment_params(recipe: dict) -> AugmentParams:
 
 
 def scaled(recipe: dict, profile: config.Profile) -> dict:
-    """The recipe with the profile's sizes: epochs and patience scaled, faces per data set limited."""
+    """The recipe with the profile's sizes: epochs and patience (at least 5) scaled, faces per data set limited."""
     out = copy.deepcopy(recipe)
     t = out["training"]
     t["epochs"] = profile.epochs(t["epochs"])
-    t["patience"] = max(1, min(t["patience"], profile.epochs(t["patience"])))
+    t["patience"] = min(t["patience"], max(5, profile.epochs(t["patience"])))    # short runs still get 5
     out["meta"] = {**out["meta"], "profile": profile.name, "max_faces": profile.max_faces}
     return out
 
