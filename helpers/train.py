@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,7 +66,7 @@ def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str
     missing = sorted(set(specs + validation) - present)
     if missing:
         raise data.DatasetNotFoundError(f"{recipe['meta']['path']}: data set(s) {missing} not found under "
-                                               f"{config.data_root()} (set FKP_DATA_DIR)")
+                                        f"{config.data_root()} (set FKP_DATA_DIR)")
     parts, labels = [], []
     for spec in specs:
         times = d["repeat"].get(spec, 1)
@@ -81,11 +82,11 @@ def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str
 
 
 # Atomic files and the backup
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
+def write_atomic(path: Path, content: bytes | str) -> None:
+    """Write ``content`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
+        f.write(content.encode() if isinstance(content, str) else content)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -102,15 +103,15 @@ def save_backup(path: Path, model: keras.Model, state: dict) -> None:
 
 def load_backup(path: Path, model: keras.Model) -> dict:
     """Restore ``model``'s weights and optimizer from a backup; returns the run's state."""
-    with np.load(path, allow_pickle=False) as z:
-        state = json.loads(str(z["state"]))
-        weights = [z[f"w{i}"] for i in range(len(model.weights))]
-        model.optimizer.build(model.trainable_variables)
-        if len(model.optimizer.variables) != sum(1 for k in z.files if k.startswith("o")):
-            raise ValueError(f"{path} does not match this recipe's optimizer")
-        for i, var in enumerate(model.optimizer.variables):
-            var.assign(z[f"o{i}"])
-    model.set_weights(weights)
+    model.optimizer.build(model.trainable_variables)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            state = json.loads(str(z["state"]))
+            model.set_weights([z[f"w{i}"] for i in range(len(model.weights))])
+            for i, var in enumerate(model.optimizer.variables):
+                var.assign(z[f"o{i}"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:     # not a backup of this network
+        raise recipes.RecipeError(f"{path} cannot be resumed ({e}); use another --out or --restart") from None
     return state
 
 

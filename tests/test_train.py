@@ -197,3 +197,12 @@ def test_missing_data_sets_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("FKP_DATA_DIR", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="300w/helen-train"):
         train.training_data(recipes.scaled(recipes.load(RECIPE), config.get_profile("smoke")))
+
+
+@needs_real_data
+def test_an_unreadable_backup_is_a_clear_error(tmp_path):
+    recipe = write_experiment(tmp_path / "tiny.toml")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "backup.npz").write_bytes(b"PK\x03\x04 not a backup")
+    with pytest.raises(recipes.RecipeError, match="cannot be resumed.*--restart"):
+        train.train(recipe, "smoke", tmp_path / "run", quiet=True)
