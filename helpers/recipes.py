@@ -80,8 +80,8 @@ def _check(recipe: dict, where: str) -> None:
         raise RecipeError(f"{where}: [{key}] {why}")
 
     for table, keys in recipe.items():
-        if table not in DEFAULTS:
-            fail(table, f"is not a recipe table (expected one of {sorted(DEFAULTS)})")
+        if table not in DEFAULTS or not isinstance(keys, dict):
+            fail(table, f"is not a recipe table (expected tables {sorted(DEFAULTS)})")
         allowed = AUGMENT_KEYS if table == "augment" else set(DEFAULTS[table])
         for key in set(keys) - allowed:
             fail(f"{table}.{key}", f"is not a known key (expected one of {sorted(allowed)})")

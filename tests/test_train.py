@@ -206,3 +206,10 @@ def test_an_unreadable_backup_is_a_clear_error(tmp_path):
     (tmp_path / "run" / "backup.npz").write_bytes(b"PK\x03\x04 not a backup")
     with pytest.raises(recipes.RecipeError, match="cannot be resumed.*--restart"):
         train.train(recipe, "smoke", tmp_path / "run", quiet=True)
+
+
+def test_a_table_given_as_a_value_is_named(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(f'base = "{RECIPE.as_posix()}"\ntraining = 3\n')
+    with pytest.raises(recipes.RecipeError, match=r"bad\.toml: \[training\] is not a recipe table"):
+        recipes.load(path)
