@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import cv2
@@ -30,64 +32,103 @@ config.import_keras()      # TensorFlow's C++ start-up messages silenced before 
 from . import data, detect, evaluate, export, plots, predict, splits, train  # noqa: E402
 
 ERRORS = (FileNotFoundError, ValueError, OSError, NotImplementedError, KeyError)  # reported in one line
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def skipped_lines(skipped, limit: int = 20) -> str:
+    """A batch's skipped inputs ``[{path, reason}]`` as lines for stderr."""
+    lines = [f"skipped: {s['path']}: {s['reason']}" for s in skipped[:limit]]
+    return "\n".join(lines + [f"... and {len(skipped) - limit} more"] * (len(skipped) > limit))
+
+
+def data_report(spec: str, progress: bool, catch: bool = True) -> dict:
+    """Faces, people, split sizes and skipped faces of one data set (``catch``: or the error that stopped it)."""
+    try:
+        faces = splits.load_faces(spec, None, progress=progress)
+    except ERRORS as e:
+        if not catch:
+            raise
+        return {"name": spec, "error": str(e)}
+    table = splits.split_table({s: faces.subset(splits.split_of(faces) == s) for s in splits.SPLITS})
+    return {"name": spec, "path": str(data.parse_spec(spec).path), "faces": len(faces), "people": faces.num_people,
+            "keypoints_per_face": faces.scheme.num_keypoints, "skipped": faces.skipped_records(),
+            "keypoint_warnings": len(faces.warnings),
+            "splits": {s: {"faces": int(table.loc[s, "faces"]), "people": int(table.loc[s, "people"])}
+                       for s in splits.SPLITS},
+            "people_in_two_splits": int(table.attrs["people_in_two_splits"])}
 
 
 def cmd_data(args) -> int:
+    """Every data set found (or the one named): a bad one is reported and the others still listed."""
     specs = [args.name] if args.name else data.available()
     if not specs:
-        raise FileNotFoundError(f"no data sets found under {config.data_root()} (set FKP_DATA_DIR)")
-    report = []
-    for spec in specs:
-        faces = splits.load_faces(spec, None, progress=not args.json)
-        table = splits.split_table({s: faces.subset(splits.split_of(faces) == s) for s in splits.SPLITS})
-        report.append({"name": spec, "path": str(data.parse_spec(spec).path), "faces": len(faces),
-                       "people": faces.num_people, "keypoints_per_face": faces.scheme.num_keypoints,
-                       "skipped": len(faces.skipped), "keypoint_warnings": len(faces.warnings),
-                       "splits": {s: {"faces": int(table.loc[s, "faces"]), "people": int(table.loc[s, "people"])}
-                                  for s in splits.SPLITS},
-                       "people_in_two_splits": int(table.attrs["people_in_two_splits"])})
+        raise FileNotFoundError(f"no data sets found under {config.data_root()}: set FKP_DATA_DIR to the folder "
+                                "that holds youtube-faces-68/, 300w-subset/ or kaggle/ (see data/README.md)")
+    report = [data_report(spec, progress=not args.json, catch=not args.name) for spec in specs]
+    failed = any("error" in r or r["skipped"] for r in report)
     if args.json:
         print(json.dumps(report if len(report) > 1 or not args.name else report[0], indent=2))
-        return 0
+        return int(failed)
     print(f"data root: {config.data_root()}")
     for r in report:
+        if "error" in r:
+            print(f"{r['name']:<20} error: {r['error']}", file=sys.stderr)
+            continue
         sp = ", ".join(f"{s} {v['faces']} faces / {v['people']} people" for s, v in r["splits"].items())
         print(f"{r['name']:<20} {r['faces']:>6} faces {r['people']:>6} people {r['keypoints_per_face']:>3} "
-              f"keypoints   [{sp}]   {r['path']}" + (f"\n{'':<20} {r['skipped']} unreadable file(s) skipped"
-                                                     if r["skipped"] else ""))
-    return 0
+              f"keypoints   [{sp}]   {r['path']}")
+        if r["skipped"]:
+            print(f"{'':<20} {len(r['skipped'])} face(s) skipped:\n" + skipped_lines(r["skipped"]), file=sys.stderr)
+    return int(failed)
 
 
-def image_inputs(paths) -> list[Path]:
-    """Files as given; folders expanded to the images they hold (recursively, sorted)."""
-    out = []
+def image_inputs(paths) -> tuple[list[Path], list[dict], list[str]]:
+    """Files as given, folders expanded (recursively, sorted) to their image files; also what could not be
+    listed (``[{path, reason}]``: a broken link, a link loop, an unreadable folder) and the files of a folder
+    that are not images (named in the output, not errors)."""
+    files, skipped, ignored = [], [], []
     for p in map(Path, paths):
-        out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) \
-            if p.is_dir() else [p]
-    return out
+        if not p.is_dir():
+            files.append(p)
+            continue
+        for top, dirs, names in sorted(os.walk(p, onerror=lambda e: skipped.append(
+                {"path": e.filename, "reason": f"cannot list this folder ({e.strerror})"}))):
+            for name in sorted(names) + sorted(d for d in dirs if Path(top, d).is_symlink()):
+                f = Path(top, name)
+                if f.is_symlink() and not f.exists():
+                    skipped.append({"path": str(f), "reason": "a broken link or a link loop"})
+                elif f.is_dir():
+                    skipped.append({"path": str(f), "reason": "a link to a folder (not followed)"})
+                elif f.suffix.lower() in data.IMAGE_SUFFIXES:
+                    files.append(f)
+                else:
+                    ignored.append(str(f))
+    return files, skipped, ignored
 
 
 def cmd_predict(args) -> int:
-    inputs = image_inputs(args.paths)
+    inputs, skipped, ignored = image_inputs(args.paths)
     if not inputs:
-        raise FileNotFoundError("no images found in " + ", ".join(args.paths))
+        raise FileNotFoundError("no images found in " + ", ".join(args.paths) + (
+            f" ({len(ignored)} other file(s), {len(skipped)} unlistable)" if ignored or skipped else ""))
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out {out_dir} is a file; name a folder for the annotated images")
     overrides = {k: v for k, v in (("scale_factor", args.scale_factor), ("min_neighbors", args.min_neighbors),
                                    ("min_size", args.min_size), ("max_side", args.max_side)) if v is not None}
     if overrides.get("max_side") == 0:
         overrides["max_side"] = None                                  # 0: detect at full size
     predictor = predict.Predictor(args.model, detect.DetectorParams(**overrides),
                                   detect.UNCALIBRATED if args.no_calibration else None, runtime=args.runtime)
-    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, failed, used = [], [], set()
+    results, used = [], set()
+    for s in skipped:
+        tqdm.write(skipped_lines([s]), file=sys.stderr)
     for path in tqdm(inputs, desc="facekp predict", unit="image", disable=args.quiet):
         try:
             pred = predictor(path)
         except (OSError, ValueError) as e:      # data.ImageReadError is a ValueError
-            msg = str(e) if str(path) in str(e) else f"{path}: {e}"
-            tqdm.write(f"skipped: {msg}", file=sys.stderr)
-            failed.append({"file": str(path), "error": msg})
+            skipped.append({"path": str(path), "reason": getattr(e, "reason", str(e))})
+            tqdm.write(skipped_lines(skipped[-1:]), file=sys.stderr)
             continue
         stem = path.stem
         while stem in used:                      # two inputs with one name: keep both outputs
@@ -106,11 +147,13 @@ def cmd_predict(args) -> int:
             tqdm.write(f"{path}: {len(pred)} face(s), {pred.timings['total']:.0f} ms -> {out_path}")
     if args.json:
         print(json.dumps({"model": predictor.model.name, "runtime": predictor.model.runtime, "images": results,
-                          "failed": failed}, indent=2))
+                          "skipped": skipped, "ignored": ignored}, indent=2))
     else:
-        print(f"{len(results)} image(s) done, {sum(r['num_faces'] for r in results)} face(s); "
-              f"{len(failed)} failed; outputs in {out_dir}", file=sys.stderr)
-    return 1 if failed else 0
+        print(f"{len(results)} image(s) done, {sum(r['num_faces'] for r in results)} face(s); {len(skipped)} "
+              f"skipped; outputs in {out_dir}" + (f"; {len(ignored)} file(s) that are not images ignored: "
+                                                  + ", ".join(ignored[:5]) + " ..." * (len(ignored) > 5)
+                                                  if ignored else ""), file=sys.stderr)
+    return 1 if skipped else 0
 
 
 def cmd_evaluate(args) -> int:
@@ -121,14 +164,16 @@ def cmd_evaluate(args) -> int:
     r = evaluate.report_json(result)
     if args.json:
         print(json.dumps(r, indent=2))
-        return 0
+        return int(bool(r["skipped"]))
+    if r["skipped"]:
+        print(f"{len(r['skipped'])} face(s) of {args.data} skipped:\n" + skipped_lines(r["skipped"]), file=sys.stderr)
     print(f"{r['model']} on {r['data']} ({r['split']}): {r['faces']} faces\n"
           f"  NME {r['nme']:.2f} % (normalised by the {r['normaliser']}), RMSE {r['rmse_px96']:.2f} px at 96x96\n"
           f"  AUC@0.08 {r['auc08']:.2f} %, failures >0.08 {r['fail08']:.2f} %, >0.10 {r['fail10']:.2f} %")
     if "ms_per_face" in r:
         print(f"  speed: {r['latency_ms']:.1f} ms for one face, {r['throughput_ips']:.0f} faces/s in batches "
               f"({r['ms_per_face']:.2f} ms/face)")
-    return 0
+    return int(bool(r["skipped"]))
 
 
 def cmd_export(args) -> int:
@@ -177,6 +222,7 @@ def cmd_readme(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facekp", description="Facial keypoint detection: data, training, "
                                      "evaluation, prediction.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name, func, help):
@@ -253,12 +299,16 @@ def add_model_commands(command) -> None:
 
 
 def main(argv=None) -> int:
+    """Run one command; a bad input ends in one line on stderr and exit code 1 (``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ERRORS as e:
+    except Exception as e:                                  # noqa: BLE001 - no traceback for a user, unless asked
+        if args.debug:
+            traceback.print_exc()
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {message}" if isinstance(e, ERRORS) else f"error: {type(e).__name__}: {message} (unexpected: "
+              "rerun with --debug for the traceback, and please report it)", file=sys.stderr)
         return 1
 
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import config
 from .schemes import SCHEME_15, SCHEME_68, Scheme
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")   # a GIF: its first frame
 MAX_PIXELS = 250_000_000          # read_image refuses larger images (about 15800 × 15800), before decoding
 
 
@@ -62,6 +62,10 @@ class FaceCollection:
     @property
     def num_people(self) -> int:
         return len(set(self.identities.tolist()))
+
+    def skipped_records(self) -> list[dict]:
+        """``[{"path", "reason"}]`` of what the load skipped: the batch report of ``facekp`` and its JSON."""
+        return [{"path": str(n), "reason": str(r)} for n, r in self.skipped]
 
     def subset(self, index):
         """The faces at ``index`` (integer positions or a boolean mask), as a new object of the same class."""
@@ -132,9 +136,13 @@ def parse_spec(spec: str, root: Path | None = None) -> Spec:
 
 
 def _not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError:
-    return DatasetNotFoundError(f"Data set '{kind}' not found: looked in {looked}.\n  It comes from: {ORIGINS[kind]}\n"
-                                + (extra and f"  {extra}\n") + "  Set FKP_DATA_DIR to the folder that holds "
-                                f"'{FOLDERS[kind]}/' (now: {config.data_root()}).")
+    """Where the project looked, what it expected, where the data comes from and how to point FKP_DATA_DIR at it
+    (``.short``: the first two only, for a folder the user named)."""
+    short = "\n  ".join([f"Data set '{kind}' not found: looked in {looked}."] + [extra] * bool(extra))
+    e = DatasetNotFoundError(f"{short}\n  It comes from: {ORIGINS[kind]}\n  Set FKP_DATA_DIR to the folder that "
+                             f"holds '{FOLDERS[kind]}/' (now: {config.data_root()}).")
+    e.short = short
+    return e
 
 
 def available() -> list[str]:
@@ -155,10 +163,12 @@ def sha256sum(path: str | Path) -> str:
 
 
 def download_file(url: str, dest: str | Path) -> Path:
-    """Download ``url`` (``file://`` too) to ``dest`` atomically, checked against the sha256 the first download
-    recorded in ``dest.sha256``: a ``dest`` that passes is reused, a mismatch is deleted (``OSError``)."""
+    """Download ``url`` (``file://`` too) to ``dest`` atomically, checked against the sha256 that the first download
+    from the same URL recorded in ``dest.sha256``: a ``dest`` that passes is reused, a mismatch is deleted
+    (``OSError``); a record of another URL does not count (the file is fetched again and recorded)."""
     dest, record = Path(dest), Path(f"{dest}.sha256")
-    expected = record.read_text().split()[0] if record.exists() else None
+    lines = record.read_text().split("\n") if record.exists() else []
+    expected = lines[0].split()[0] if len(lines) > 1 and lines[1] == url and lines[0] else None
     if dest.exists() and expected and sha256sum(dest) == expected:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +183,7 @@ def download_file(url: str, dest: str | Path) -> Path:
         raise OSError(f"Checksum mismatch for {url}: expected sha256 {expected}, got {digest}. "
                       f"The download was deleted; try again, or delete {record} if the archive changed upstream.")
     tmp.replace(dest)
-    record.write_text(f"{digest}  {dest.name}\n")
+    record.write_text(f"{digest}  {dest.name}\n{url}\n")
     return dest
 
 
@@ -332,19 +342,28 @@ def _youtube_faces(folder: Path) -> list[_Face]:
 
 
 def _300w_faces(folder: Path) -> list[_Face]:
-    """Every ``.pts`` file below ``folder`` and the image beside it; the identity is the file's stem."""
+    """Every ``.pts`` file below ``folder`` and the image beside it; the identity is the file's stem. A ``.pts``
+    that cannot be parsed, or an image or ``.pts`` without its partner, is a face listed as missing."""
     if not folder.is_dir():
         raise _not_found("300w", folder)
-    faces = []
+    faces, paired = [], set()
     for pts in sorted(folder.rglob("*.pts")):
-        kp = read_pts(pts)
-        if kp.shape != (68, 2):
-            raise DataFormatError(f"{pts}: {kp.shape[0]} points, expected 68")
+        try:
+            kp, why = read_pts(pts), ""
+            if kp.shape != (68, 2):
+                why = f"{pts.name}: {kp.shape[0]} points, expected 68"
+        except (DataFormatError, OSError) as e:
+            kp, why = None, str(e)
         image = next((p for s in IMAGE_SUFFIXES for p in (pts.with_suffix(s), pts.with_suffix(s.upper()))
                       if p.exists()), None)
+        paired.add(image)
         rel = pts.relative_to(folder)
-        faces.append(_Face(image.name if image else str(rel), image, kp, str(rel.with_suffix("")), folder.name,
-                           "" if image else "no image next to the .pts file"))
+        faces.append(_Face(image.name if image else str(rel), image, kp if not why else np.full((68, 2), np.nan),
+                           str(rel.with_suffix("")), folder.name,
+                           why or ("" if image else "no image next to the .pts file")))
+    faces += [_Face(str(p.relative_to(folder)), None, np.full((68, 2), np.nan), p.stem, folder.name,
+                    "no .pts file next to the image") for p in sorted(folder.rglob("*"))
+              if p.suffix.lower() in IMAGE_SUFFIXES and p not in paired and p.is_file()]
     if not faces:
         raise _not_found("300w", folder, "The folder holds no .pts files.")
     return faces
@@ -363,7 +382,7 @@ def _kaggle_faces(path: Path) -> list[_Face]:
     if missing:
         raise DataFormatError(f"{path}: missing column(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}; "
                               "expected the 30 Kaggle keypoint columns and 'Image'")
-    names, images = [f"row_{i:05d}" for i in range(len(df))], [_pixels(p) for p in df["Image"].astype(str)]
+    names, images = [f"row_{i:05d}" for i in range(len(df))], [_pixels(p) for p in df["Image"].fillna("").astype(str)]
     return [_Face(n, im, kp, n, "kaggle", "" if im is not None else "bad Image field: not 9216 pixel values in 0-255")
             for n, im, kp in zip(names, images, _keypoints(df, columns, path))]
 
@@ -382,30 +401,63 @@ def _outside(kps: np.ndarray, shape: tuple[int, ...], tol: float = 0.5) -> int:
     return int(np.sum(((x < -tol) | (y < -tol) | (x > w - 1 + tol) | (y > h - 1 + tol)) & ~np.isnan(x)))
 
 
+def keypoint_problem(kp: np.ndarray, shape: tuple[int, ...], scheme: Scheme, allow_missing: bool,
+                     margin: float = 0.5) -> str:
+    """Why a face's keypoints (K, 2) in an image of ``shape`` are unusable, or ``""``: a coordinate that is infinite,
+    NaN where the data set has no missing points, far outside the image (beyond ``margin`` of its size), the
+    normaliser's points missing, or every point at one place."""
+    h, w = shape[:2]
+    bad = np.flatnonzero(np.isinf(kp).any(axis=1) | (np.isnan(kp).any(axis=1) & ~allow_missing))
+    if len(bad):
+        return f"point {bad[0]} is {kp[bad[0]].tolist()}: coordinates must be finite" + \
+            ("" if allow_missing else " (this data set has no missing points)")
+    far = np.flatnonzero((kp[:, 0] < -margin * w) | (kp[:, 0] > (1 + margin) * w)
+                         | (kp[:, 1] < -margin * h) | (kp[:, 1] > (1 + margin) * h))
+    if len(far):
+        return f"point {far[0]} at {kp[far[0]].round(1).tolist()} is far outside the {w}x{h} image"
+    if np.isnan(kp[[i for g in scheme.normaliser for i in g]]).any():
+        return f"the points of the normaliser ({scheme.normaliser_name}) are missing"
+    span = np.nanmax(kp, axis=0) - np.nanmin(kp, axis=0)
+    return "" if span.max() >= 1.0 else "all keypoints lie within one pixel (a degenerate face)"
+
+
 _FACES = {"youtube-faces-68": _youtube_faces, "300w": _300w_faces, "kaggle": _kaggle_faces}   # kind -> faces(path)
+
+
+def _faces(spec: str, root: Path | None) -> tuple[Spec, list[_Face]]:
+    where = parse_spec(spec, root)
+    try:
+        return where, _FACES[where.kind](where.path)
+    except DatasetNotFoundError as e:
+        if ":" in spec:             # a folder the user named: FKP_DATA_DIR and the origin are beside the point
+            raise DatasetNotFoundError(e.short) from None
+        raise
 
 
 def load(spec: str, max_faces: int | None = None, root: Path | None = None, progress: bool = True,
          max_pixels: int = MAX_PIXELS) -> Dataset:
     """Load a data set by spec (:func:`parse_spec`), at most ``max_faces`` faces taken evenly over it. Images are
     read by :func:`read_image` with its ``max_pixels`` limit; unreadable ones are skipped."""
-    where = parse_spec(spec, root)
-    faces = _FACES[where.kind](where.path)
+    where, faces = _faces(spec, root)
     skipped = [(f.name, f.missing) for f in faces if f.missing]
     faces = [f for f in faces if not f.missing]
     if max_faces is not None and len(faces) > max_faces:
         faces = [faces[i] for i in np.unique(np.linspace(0, len(faces) - 1, max_faces).round().astype(int))]
     images, keep, warnings = [], [], []
+    scheme = SCHEME_15 if where.kind == "kaggle" else SCHEME_68
     for f in tqdm(faces, desc=f"reading {spec}", disable=not progress, leave=False):
         try:
             images.append(f.image if isinstance(f.image, np.ndarray) else read_image(f.image, max_pixels))
         except ImageReadError as e:
             skipped.append((f.name, e.reason))
             continue
+        if why := keypoint_problem(f.keypoints, images[-1].shape, scheme, allow_missing=where.kind == "kaggle"):
+            skipped.append((f.name, why))
+            images.pop()
+            continue
         keep.append(f)
         if n := _outside(f.keypoints, images[-1].shape):
             warnings.append(f"{f.name}: {n} keypoint(s) outside the {images[-1].shape[1]}x{images[-1].shape[0]} image")
-    scheme = SCHEME_15 if where.kind == "kaggle" else SCHEME_68
     kps = np.asarray([f.keypoints for f in keep], dtype=np.float32).reshape(-1, scheme.num_keypoints, 2)
     return Dataset(spec, images, kps, np.asarray([f.name for f in keep], dtype=str),
                    np.asarray([f.identity for f in keep], dtype=str), scheme, str(where.path),
@@ -415,7 +467,6 @@ def load(spec: str, max_faces: int | None = None, root: Path | None = None, prog
 def index(spec: str, root: Path | None = None) -> pd.DataFrame:
     """``name``, ``identity`` and ``part`` (the course's ``training``/``test``, the 300-W folder, ``kaggle``) of
     every face of a data set, images missing or not, from its annotations alone (cheap: counts, splits)."""
-    where = parse_spec(spec, root)
-    faces = _FACES[where.kind](where.path)
+    where, faces = _faces(spec, root)
     return pd.DataFrame({"name": [f.identity if where.kind == "300w" else f.name for f in faces],
                          "identity": [f.identity for f in faces], "part": [f.part for f in faces]})

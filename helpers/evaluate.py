@@ -163,6 +163,7 @@ def evaluate_model(model, faces: Faces, timing: bool = True, batch_size: int = 6
     order = np.argsort(np.where(ok, nme, np.inf))[:int(ok.sum())]
     out = {"model": model.name, "runtime": model.runtime, "data": faces.source, "faces": int(ok.sum()),
            "faces_without_nme": int((~ok).sum()), "scheme": faces.scheme.name,
+           "skipped": faces.skipped_records(),
            "normaliser": faces.scheme.normaliser_name, "nme": float(np.mean(nme[ok])),
            "nme_median": float(np.median(nme[ok])),
            "rmse_px96": rmse_px(pred, faces.keypoints) * 96.0 / config.IMAGE_SIZE,
@@ -181,7 +182,8 @@ def load_eval_faces(spec: str, split: str | None = "test", max_faces: int | None
     split = None if spec.startswith("300w:") else split
     faces = splits.load_faces(spec, split, max_faces=max_faces, progress=progress)
     if len(faces) == 0:
-        raise ValueError(f"the {split!r} split of {spec!r} has no faces")
+        why = f" ({len(faces.skipped)} skipped, e.g. {': '.join(faces.skipped[0])})" if faces.skipped else ""
+        raise ValueError(f"the {split!r} split of {spec!r} has no faces{why}")
     return faces
 
 
@@ -194,7 +196,8 @@ def evaluate(model, spec: str, split: str | None = "test", max_faces: int | None
 
 def report_json(result: dict) -> dict:
     """The JSON-safe summary of an evaluation: NME, failure rates and AUC in **percent**."""
-    keys = ("model", "runtime", "data", "split", "faces", "faces_without_nme", "scheme", "normaliser", "model_path")
+    keys = ("model", "runtime", "data", "split", "faces", "faces_without_nme", "scheme", "normaliser", "model_path",
+            "skipped")
     out = {k: result[k] for k in keys if k in result}
     out.update({k: round(100 * result[k], 4) for k in ("nme", "nme_median", "auc08", "fail08", "fail10")})
     out.update({k: round(result[k], 4) for k in ("rmse_px96", "ms_per_face", "latency_ms", "throughput_ips")

@@ -9,6 +9,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -245,7 +246,15 @@ def int8_for(name_or_path) -> Path | None:
     """The int8 export of a model if it exists and was made from the current ``.keras`` file, else ``None``."""
     keras_path = models.resolve_model_path(name_or_path)
     path = int8_path(keras_path)
-    return path if path.exists() and _metadata(path).get("source_sha256") == data.sha256sum(keras_path) else None
+    if not path.exists():
+        return None
+    try:
+        source = _metadata(path).get("source_sha256")
+    except Exception as e:                   # noqa: BLE001 - protobuf's DecodeError and friends: a corrupt file
+        warnings.warn(f"ignoring {path}: not a readable ONNX file ({type(e).__name__}); re-export it with "
+                      f"`facekp export`")
+        return None
+    return path if source == data.sha256sum(keras_path) else None
 
 
 def preferred_runtime(int8_file) -> str:

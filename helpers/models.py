@@ -236,10 +236,18 @@ def resolve_model_path(name_or_path) -> Path:
 def load_model(name_or_path, compile: bool = True) -> keras.Model:
     """Load a model by name or ``.keras`` path with ``safe_mode=True``; it computes in float32."""
     path = resolve_model_path(name_or_path)
-    with warnings.catch_warnings():
-        # saved models carry a fresh, unbuilt optimizer (no state): nothing to restore, nothing lost
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model = keras.models.load_model(path, compile=compile, safe_mode=True)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras model (a .keras file is a zip archive; this one is truncated or "
+                         "another kind of file)")
+    try:
+        with warnings.catch_warnings():
+            # saved models carry a fresh, unbuilt optimizer (no state): nothing to restore, nothing lost
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model = keras.models.load_model(path, compile=compile, safe_mode=True)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as e:   # safe_mode refusals included
+        why = " ".join(str(e).split())
+        raise ValueError(f"{path}: cannot be loaded as a keypoint model ({type(e).__name__}: "
+                         f"{why[:240] + ' ...' if len(why) > 240 else why})") from None
     model.source_path = str(path)
     return model
 

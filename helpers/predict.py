@@ -104,8 +104,8 @@ def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "aut
     if key not in _MODEL_CACHE:
         int8 = export.int8_for(path) if runtime in ("auto", "int8") else None
         if runtime == "int8" and int8 is None:
-            raise FileNotFoundError(f"no int8 export of {path} made from its current weights: run "
-                                    f"`facekp export {model}` (needs the training data for calibration)")
+            raise FileNotFoundError(f"{int8_file}: no readable int8 export made from the current {path.name}: "
+                                    f"run `facekp export {model}` (needs the training data for calibration)")
         chosen = (export.preferred_runtime(int8) if int8 else "keras") if runtime == "auto" else runtime
         name = str(model) if str(model) in models.MODEL_NAMES else path.stem
         _MODEL_CACHE[key] = KeypointModel(models.load_model(path, compile=False), name, warm_up, chosen, int8)

@@ -139,7 +139,7 @@ def test_download_file_verifies_checksum(tmp_path):
     src.write_bytes(b"keypoints" * 1000)
     out = data.download_file(src.as_uri(), tmp_path / "dl" / "a.bin")
     assert out.read_bytes() == src.read_bytes()
-    (tmp_path / "dl" / "b.bin.sha256").write_text("0" * 64 + "  b.bin\n")
+    (tmp_path / "dl" / "b.bin.sha256").write_text("0" * 64 + f"  b.bin\n{src.as_uri()}\n")
     with pytest.raises(OSError, match="Checksum mismatch"):
         data.download_file(src.as_uri(), tmp_path / "dl" / "b.bin")
     assert not (tmp_path / "dl" / "b.bin").exists() and not (tmp_path / "dl" / "b.bin.part").exists()
@@ -197,12 +197,13 @@ def test_index_lists_faces_without_reading_images(tiny_youtube, tiny_300w):
 
 def test_kaggle_keeps_every_labelled_coordinate(tmp_path):
     df = kaggle_frame(3)
-    df.loc[0, KAGGLE_COLUMNS[1:]] = np.nan                # only left_eye_center_x is labelled
-    df.loc[2, KAGGLE_COLUMNS] = np.nan                     # nothing labelled: still a face of the data set
+    df.loc[0, KAGGLE_COLUMNS[5:]] = np.nan                # both eye centres (the normaliser) and one more value
+    df.loc[2, KAGGLE_COLUMNS] = np.nan                     # nothing labelled: skipped, and said so
     df.to_csv(tmp_path / "training.csv", index=False)
     ds = data.load(f"kaggle:{tmp_path}", progress=False)
-    assert len(ds) == 3 and ds.keypoints[0, 0, 0] == np.float32(df.loc[0, KAGGLE_COLUMNS[0]])
-    assert np.isnan(ds.keypoints[0]).sum() == 29 and np.isnan(ds.keypoints[2]).all()
+    assert len(ds) == 2 and ds.keypoints[0, 2, 0] == np.float32(df.loc[0, KAGGLE_COLUMNS[4]])
+    assert np.isnan(ds.keypoints[0]).sum() == 25 and not np.isnan(ds.keypoints[1, :2]).any()   # row 1: eyes only
+    assert ds.skipped == [("row_00002", "the points of the normaliser (eye centres) are missing")]
     assert len(data.index(f"kaggle:{tmp_path / 'training.csv'}")) == 3
 
 

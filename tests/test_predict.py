@@ -237,7 +237,7 @@ def test_cli_predict(tmp_path, const_model_file, astronaut, capsys):
     rc = cli.main(["predict", str(good), "--model", str(const_model_file), "--out", str(out), "--json", "--quiet"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["failed"] == [] and [r["num_faces"] for r in report["images"]] == [1, 1, 0]
+    assert report["skipped"] == [] and [r["num_faces"] for r in report["images"]] == [1, 1, 0]
     face = report["images"][0]["faces"][0]
     assert len(face["box"]) == 4 and len(face["keypoints"]) == 68 and "chin" in face["keypoints"]
     for stem in ("astronaut", "gray", "noface"):
@@ -268,7 +268,7 @@ def test_cli_predict(tmp_path, const_model_file, astronaut, capsys):
     assert rc == 1
     report = json.loads(captured.out)
     assert len(report["images"]) == 1 and report["images"][0]["num_faces"] == 1
-    assert [f["file"].split("/")[-1] for f in report["failed"]] == ["zero.jpg", "text.jpg", "cut.jpg", "missing.jpg"]
+    assert [f["path"].split("/")[-1] for f in report["skipped"]] == ["zero.jpg", "text.jpg", "cut.jpg", "missing.jpg"]
     assert "empty file" in captured.err and "truncated" in captured.err and "not an image" in captured.err
 
     assert cli.main(["predict", str(good), "--model", str(tmp_path / "nope.keras"), "--out", str(out)]) == 1
