@@ -20,7 +20,7 @@ from .data import FaceCollection, as_rgb
 from .schemes import Scheme, get_scheme
 
 CROP_SCALE = 1.5          # crop side = CROP_SCALE × the longer side of the landmark box
-PREPROCESS_VERSION = 2    # bump when the geometry changes: it invalidates cached arrays
+PREPROCESS_VERSION = 3    # bump when the geometry or the loaders' rules change: it invalidates cached arrays
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
