@@ -10,6 +10,9 @@
                                              NME, RMSE, AUC@0.08, failure rates and speed of a model
     facekp predict PATH... [--model NAME] [--out DIR] [--json]
                                              faces and keypoints of photographs, annotated images, JSON
+    facekp video FILE | --webcam N [--out FILE.mp4] [--json FILE.jsonl] [--smooth one-euro|average|none]
+                                             keypoints in a video: tracked, smoothed, checked against the shape model
+    facekp shape [--fit]                     the statistical shape model (fit on the training splits)
     facekp export NAME [--max-faces 256]     quantize a model to int8 ONNX for fast inference
     facekp calibrate [--fit]                 the Haar-box → training-crop calibration (three numbers)
 """
@@ -23,13 +26,14 @@ import traceback
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from . import config
 
 config.import_keras()      # TensorFlow's C++ start-up messages silenced before the modules below import Keras
 
-from . import data, detect, evaluate, export, plots, predict, splits, train  # noqa: E402
+from . import data, detect, evaluate, export, plots, predict, shape, splits, train, video  # noqa: E402
 
 ERRORS = (FileNotFoundError, ValueError, OSError, NotImplementedError, KeyError)  # reported in one line
 
@@ -176,6 +180,45 @@ def cmd_evaluate(args) -> int:
     return int(bool(r["skipped"]))
 
 
+def frame_ranges(indices) -> str:
+    """[3, 4, 5, 9] → "3-5, 9"."""
+    runs = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
+
+
+def cmd_video(args) -> int:
+    if (args.input is None) == (args.webcam is None):
+        raise ValueError("give a video file or --webcam N (not both)")
+    predictor = predict.Predictor(args.model, runtime=args.runtime)
+    model = None if args.no_shape_check else shape.ShapeModel.load()
+    r = video.track(args.input if args.webcam is None else args.webcam, predictor, args.smooth, model, args.out,
+                    args.json, args.max_frames, progress=not args.quiet, redetect_every=args.redetect_every)
+    n, missing = r["frames_read"], r["frames_without_face"]
+    print(f"{r['source']}: {n} frames, a face in {r['frames_with_face']}, detector ran {r['detector_runs']} times, "
+          f"{r['repaired']} shape(s) repaired, {r['fps']:.0f} frames/s (decode, track, keypoints, smoothing)"
+          + (f"\n  no face in frame(s) {frame_ranges(missing)}" if missing else "")
+          + "".join(f"\n  wrote {p}" for p in (args.out, args.json) if p), file=sys.stderr)
+    if r["problem"]:
+        print(f"error: {r['problem']}", file=sys.stderr)
+    return int(bool(r["problem"]))
+
+
+def cmd_shape(args) -> int:
+    if args.fit:
+        faces = [splits.load_faces(spec, "train", max_faces=args.max_faces) for spec in shape.TRAIN_SPECS]
+        model = shape.fit(np.concatenate([f.keypoints for f in faces]))
+        print(f"wrote {model.save(args.out or shape.SHAPE_PATH)}")
+    model = shape.ShapeModel.load(args.out or shape.SHAPE_PATH)
+    print(f"shape model: {len(model.variances)} components keep 98 % of the aligned training shapes' variance; "
+          "a typical training face is at distance 1")
+    return 0
+
+
 def cmd_export(args) -> int:
     print(f"{args.model}: int8 model written to {export.export_int8(args.model, max_faces=args.max_faces)}")
     return 0
@@ -286,6 +329,25 @@ def add_model_commands(command) -> None:
     p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx", "int8"],
                    help="forward pass (default auto: the faster ONNX graph when an int8 export exists, else Keras)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("video", cmd_video, "keypoints in a video file or a webcam: tracked, smoothed, checked")
+    p.add_argument("input", nargs="?", help="a video file (anything OpenCV reads: .mp4, .avi, ...)")
+    p.add_argument("--webcam", type=int, metavar="N", help="read camera N instead of a file")
+    p.add_argument("--out", help="write the annotated video here (.mp4 or .avi)")
+    p.add_argument("--json", metavar="FILE.jsonl", help="write one JSON line per frame here")
+    p.add_argument("--smooth", default="one-euro", choices=sorted(video.SMOOTHERS), help="temporal smoothing")
+    p.add_argument("--model", default="resnet50", help="lenet, resnet50 or a .keras file (default: resnet50)")
+    p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx", "int8"], help="forward pass")
+    p.add_argument("--redetect-every", type=int, default=10, help="run the face detector every N frames "
+                   "(also when the face leaves the picture or looks implausible)")
+    p.add_argument("--no-shape-check", action="store_true", help="do not check or repair shapes")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("shape", cmd_shape, "the statistical shape model behind the video's anatomical check")
+    p.add_argument("--fit", action="store_true", help="fit it on the training splits and write it")
+    p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces per data set")
+    p.add_argument("--out", default=None, help="shape model file (default: models/shape68.json)")
 
     p = command("export", cmd_export, "quantize a trained model to int8 ONNX for fast CPU inference")
     p.add_argument("model", help="lenet, resnet50 or a .keras file")

@@ -355,5 +355,9 @@ def models_readme(root: Path | None = None) -> str:
     tables = [f"- `{t.relative_to(config.ROOT).as_posix()}`: `make experiments` (`facekp train` of each "
               f"`experiments/{t.stem}_*.toml` in the quick profile, then `facekp table`)"
               for t in sorted(root.glob("experiments/*.csv"))]
+    others = [f"- `models/{p.name}`: `facekp shape --fit` (chapter 08's statistical shape model of the training "
+              "splits' faces)" for p in sorted(root.glob("shape*.json"))]
+    others += [f"- `{p.relative_to(root.parent).as_posix()}`: `facekp export {p.parent.name}` (int8 ONNX for fast "
+               "inference)" for p in sorted(root.glob("*/model.int8.onnx"))]
     return "\n".join([README_HEAD, *table, "", "Targets: the NME each model is asked to reach (`helpers.train.TARGETS`).",
-                      "", *cards, "## Experiment tables", "", *tables, ""])
+                      "", *cards, "## Experiment tables", "", *tables, "", "## Other files", "", *others, ""])
