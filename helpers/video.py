@@ -13,10 +13,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
-from . import detect, plots, preprocess
+from . import augment, detect, plots, preprocess
 from .predict import Predictor
+from .schemes import Scheme
 from .shape import ShapeModel
 
 
@@ -93,9 +95,10 @@ class VideoWriter:
 class OneEuro:
     """The One Euro filter: an exponential smoother whose cutoff frequency rises with speed, so a still face is
     smoothed hard (``min_cutoff`` Hz) and a moving one follows with little lag. ``beta`` in Hz per (face sizes per
-    second): the speed is measured relative to the face size, so the setting does not depend on resolution."""
+    second): the speed is measured relative to the face size, so the setting does not depend on resolution. The
+    defaults come from the parameter study of chapter 08 (``benchmarks/video.py`` measures them)."""
 
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 2.0, d_cutoff: float = 1.0):
+    def __init__(self, min_cutoff: float = 2.0, beta: float = 4.0, d_cutoff: float = 1.0):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.reset()
 
@@ -116,6 +119,24 @@ class OneEuro:
         speed = np.linalg.norm(self.dx, axis=-1, keepdims=True) / max(size, 1e-6)      # face sizes per second
         self.x = self.x + self._alpha(self.min_cutoff + self.beta * speed, dt) * (x - self.x)
         return self.x.astype(np.float32)
+
+
+def face_size(keypoints) -> float:
+    """The longer side of a face's keypoint box, in pixels: the unit the smoothers measure speed in."""
+    x0, y0, x1, y1 = preprocess.keypoint_box(keypoints)
+    return float(max(x1 - x0, y1 - y0))
+
+
+def smooth(keypoints: np.ndarray, fps: float, smoother) -> np.ndarray:
+    """Apply a fresh-state ``smoother`` to a track (T, K, 2) of keypoints offline (NaN frames: lost, reset)."""
+    smoother.reset()
+    out = np.full_like(keypoints, np.nan)
+    for i, kp in enumerate(keypoints):
+        if np.isnan(kp).all():
+            smoother.reset()
+        else:
+            out[i] = smoother(kp, i / fps, face_size(kp))
+    return out
 
 
 class MovingAverage:
@@ -168,55 +189,67 @@ class FrameResult:
 
 
 class Tracker:
-    """Keypoints frame after frame. The detector runs on the first frame, every ``redetect_every`` frames (a face it
-    no longer finds is lost), and when the face left the picture or looks implausible (shape distance over
-    ``max_distance``); in between, the next crop is the
-    training crop of the previous frame's keypoints (:func:`helpers.preprocess.box_to_crop`). With a
-    ``shape`` model, a face beyond ``max_distance`` that a fresh detection does not mend is projected onto it."""
+    """Keypoints frame after frame. Between detections, the next crop is the training crop of the previous frame's
+    keypoints (:func:`helpers.preprocess.box_to_crop`). The detector runs on the first frame, every
+    ``redetect_every`` frames, when the face leaves the picture, and when it looks implausible (shape distance over
+    ``max_distance``; a face a fresh detection does not mend is projected onto the ``shape`` model). Only a face
+    inside the followed crop counts. A check that finds none loses the face if the crop no longer looks like the
+    face last detected (normalised cross-correlation of 32² crops under ``min_similarity``): the detector misses
+    turned heads that the network still follows. ``start``: a first crop (x0, y0, side) instead of the detector's."""
 
     def __init__(self, predictor: Predictor, smoother=None, shape: ShapeModel | None = None,
-                 redetect_every: int = 10, max_distance: float = 3.0):
-        self.predictor, self.shape, self.redetect_every, self.max_distance = predictor, shape, redetect_every, max_distance
-        self.smoother = smoother or OneEuro()
-        self.crop, self.since_detection, self.detector_runs = None, 0, 0
+                 redetect_every: int = 10, min_similarity: float = 0.5, max_distance: float = 3.0, start=None):
+        self.predictor, self.shape, self.max_distance = predictor, shape, max_distance
+        self.redetect_every, self.min_similarity, self.smoother = redetect_every, min_similarity, smoother or OneEuro()
+        self.crop = None if start is None else np.asarray(start, np.int64)
+        self.since_detection, self.detector_runs, self.reference = 0, 0, None
 
     def _detect(self, gray: np.ndarray) -> np.ndarray | None:
+        """The largest face, or while following one, the detection nearest it whose centre lies in its crop."""
         self.detector_runs += 1
         boxes = detect.detect_faces(gray, self.predictor.params)
-        if not len(boxes):
-            return None
-        crops = detect.face_crops(boxes, self.predictor.calibration)
-        if self.crop is None:                                   # the largest face
-            return crops[np.argmax(crops[:, 2])]
-        centre = self.crop[:2] + self.crop[2] / 2               # else the face nearest the one followed
-        return crops[np.argmin(np.linalg.norm(crops[:, :2] + crops[:, 2:] / 2 - centre, axis=1))]
+        crops = detect.face_crops(boxes, self.predictor.calibration) if len(boxes) else np.zeros((0, 3), np.int64)
+        if self.crop is None:
+            return crops[np.argmax(crops[:, 2])] if len(crops) else None
+        offset = np.abs(crops[:, :2] + crops[:, 2:] / 2 - self.crop[:2] - self.crop[2] / 2).max(axis=1)
+        return crops[np.argmin(offset)] if len(crops) and offset.min() < self.crop[2] / 2 else None
 
     def _keypoints(self, gray, crop):
         kp = self.predictor.model.predict_crops(gray, crop[None])[0]
         return kp, (self.shape.distance(kp) if self.shape else float("nan"))
 
+    def _check(self, gray, out: FrameResult) -> None:
+        """Run the detector: a face found replaces the crop (and the reference look); none found keeps the crop
+        only while it still looks like the reference."""
+        found, out.detected, self.since_detection = self._detect(gray), True, 0
+        if found is not None:
+            self.crop, self.reference = found, preprocess.crop_face(gray, found, 32).astype(np.float32)
+        elif self.crop is not None and self.reference is not None:
+            look = preprocess.crop_face(gray, self.crop, 32).astype(np.float32)
+            a, b = look - look.mean(), self.reference - self.reference.mean()
+            if (a * b).sum() < self.min_similarity * np.sqrt((a * a).sum() * (b * b).sum()) + 1e-9:
+                self.crop = None
+
     def __call__(self, rgb: np.ndarray, index: int, t: float) -> FrameResult:
         gray, out = preprocess.to_gray(rgb), FrameResult(index, t)
         if self.crop is None or self.since_detection >= self.redetect_every:
-            self.crop, self.since_detection, out.detected = self._detect(gray), 0, True
-        if self.crop is None:                                   # the detector saw no face: lost until it sees one
+            self._check(gray, out)
+        if self.crop is None:                                   # no face: lost until the detector sees one
             out.flags.append("no face")
             self.smoother.reset()
             return out
         kp, out.distance = self._keypoints(gray, self.crop)
         if out.distance > self.max_distance and not out.detected:     # implausible: look again
-            found = self._detect(gray)
-            out.detected = True
-            if found is not None:
-                self.crop, self.since_detection = found, 0
+            before = self.crop
+            self._check(gray, out)
+            if self.crop is not None and self.crop is not before:
                 kp, out.distance = self._keypoints(gray, self.crop)
         if out.distance > self.max_distance:
             kp, out.repaired = self.shape.project(kp), True
             out.flags.append("implausible shape: repaired")
         out.crop, out.raw, self.since_detection = self.crop, kp, self.since_detection + 1
-        box = preprocess.keypoint_box(kp)
-        out.keypoints = self.smoother(kp, t, float(max(box[2] - box[0], box[3] - box[1])))
-        self.crop = preprocess.box_to_crop(box)                 # the next frame's crop: the training geometry
+        out.keypoints = self.smoother(kp, t, face_size(kp))
+        self.crop = preprocess.box_to_crop(preprocess.keypoint_box(kp))     # the next crop: the training geometry
         (x0, y0, side), (h, w) = self.crop, gray.shape
         if x0 + side <= 0 or y0 + side <= 0 or x0 >= w or y0 >= h or side < 8:
             self.crop = None                                    # the face left the picture: detect again
@@ -264,3 +297,82 @@ def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeMo
             "frames_without_face": [f.index for f in frames if f.keypoints is None],
             "detector_runs": tracker.detector_runs, "repaired": sum(f.repaired for f in frames),
             "fps": len(frames) / max(busy, 1e-9), "problem": reader.problem}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sequences with known truth, and what to measure on them
+# ---------------------------------------------------------------------------------------------------------------
+def moving_sequence(image, keypoints, frames: int = 100, fps: float = 25.0, still: bool = False, seed: int = 0,
+                    side: int = 480, noise: float = 3.0, jpeg: int = 85) -> tuple[list[np.ndarray], np.ndarray]:
+    """An annotated photograph as a clip whose every frame's keypoints are known: cropped around the face (3 × its
+    size, resized to ``side``²: the face is about a third of the frame), then moved along a smooth random path (a
+    few sines: shifts up to 0.08 face sizes, rotation up to 4°, scale ±4 %, 0.15-0.5 Hz: a talking head's pace),
+    with Gaussian sensor
+    noise (``noise`` gray levels) and JPEG re-encoding on every frame. ``still``: no motion, fresh noise only.
+    Returns the RGB frames and the true keypoints (T, K, 2)."""
+    rng, image = np.random.default_rng(seed), preprocess.as_rgb(image)
+    x0, y0, x1, y1 = preprocess.keypoint_box(keypoints)
+    crop = preprocess.box_to_crop((x0, y0, x1, y1), scale=3.0)
+    base = np.stack([preprocess.crop_face(image[..., c], crop, side) for c in range(3)], axis=-1)
+    kp0 = preprocess.to_crop_coords(keypoints, crop, side)
+    t = np.arange(frames)[:, None] / fps
+    amp = np.array([0.08 * side / 3, 0.08 * side / 3, 4.0, 0.04]) * (not still)
+    wave = (amp * np.sin(2 * np.pi * rng.uniform(0.15, 0.5, 4) * t + rng.uniform(0, 2 * np.pi, 4))).T
+    m = augment.affine_matrix(wave[2], 1.0 + wave[3], np.stack(wave[:2], axis=-1), size=(side, side))
+    out = []
+    for mi in m:
+        frame = cv2.warpAffine(base, mi, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        frame = np.clip(frame + rng.normal(0, noise, frame.shape), 0, 255).astype(np.uint8)
+        out.append(cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, jpeg])[1], cv2.IMREAD_COLOR))
+    return out, augment.transform_keypoints(np.broadcast_to(kp0, (frames,) + kp0.shape), m)
+
+
+def track_errors(pred: np.ndarray, truth: np.ndarray, scheme: Scheme) -> dict:
+    """NME per frame (NaN where the face was lost), ``jitter``: the mean frame-to-frame change of the error
+    vectors over the inter-ocular distance (consecutive tracked frames), and the fraction of frames ``kept``."""
+    iod = scheme.interocular(truth)
+    err = (pred - truth) / iod[:, None, None]
+    nme = np.linalg.norm(err, axis=-1).mean(-1)
+    step = np.linalg.norm(np.diff(err, axis=0), axis=-1).mean(-1)
+    return {"nme": nme, "jitter": float(np.nanmean(step)), "kept": float(np.isfinite(nme).mean())}
+
+
+def lag_frames(pred: np.ndarray, truth: np.ndarray, max_lag: float = 8.0, step: float = 0.25) -> float:
+    """How many frames ``pred`` (T, K, 2) trails ``truth``: the delay (in ``step``s) that best aligns them."""
+    t, ok = np.arange(len(truth)), np.isfinite(pred).all(axis=(1, 2))
+    flat = truth.reshape(len(truth), -1)
+
+    def delayed(d):
+        return np.stack([np.interp(t - d, t, col) for col in flat.T], axis=-1).reshape(truth.shape)
+
+    lags = np.arange(0.0, max_lag + step / 2, step)
+    cost = [np.linalg.norm(pred[ok] - delayed(d)[ok], axis=-1)[int(np.ceil(max_lag)):].mean() for d in lags]
+    return float(lags[int(np.argmin(cost))])
+
+
+def smoothing_table(predictor: Predictor, images, keypoints, scheme: Scheme, frames: int = 100, fps: float = 25.0,
+                    smoothers: dict | None = None, progress: bool = True) -> pd.DataFrame:
+    """Track each annotated photograph as a moving and as a still :func:`moving_sequence` (the tracker starts from
+    the first frame's landmark box, so the detector's misses are not counted), then smooth the raw track with each
+    of ``smoothers`` (name → filter; default: none, a 5-frame average, One Euro). One row per sequence and
+    smoother: ``motion``, ``smoother``, ``nme`` (mean over tracked frames), ``jitter``, ``lag`` (frames),
+    ``kept`` (fraction of frames tracked), ``detector_runs`` per 100 frames, ``ms`` per frame of tracking."""
+    smoothers = smoothers or {"none": NoSmoothing(), "average": MovingAverage(5), "one-euro": OneEuro()}
+    rows = []
+    for i in tqdm(range(len(images)), desc="sequences", disable=not progress, leave=False):
+        for still in (False, True):
+            clip, truth = moving_sequence(images[i], keypoints[i], frames, fps, still, seed=i)
+            tracker = Tracker(predictor, NoSmoothing(), start=preprocess.box_to_crop(preprocess.keypoint_box(truth[0])))
+            t0, raw = time.perf_counter(), np.full_like(truth, np.nan)
+            for k, frame in enumerate(clip):
+                r = tracker(frame, k, k / fps)
+                raw[k] = r.raw if r.raw is not None else np.nan
+            ms = (time.perf_counter() - t0) * 1e3 / frames
+            for name, f in smoothers.items():
+                track_ = smooth(raw, fps, f)
+                e = track_errors(track_, truth, scheme)
+                rows.append({"sequence": i, "motion": "still" if still else "moving", "smoother": name,
+                             "nme": float(np.nanmean(e["nme"])), "jitter": e["jitter"],
+                             "lag": np.nan if still else lag_frames(track_, truth), "kept": e["kept"],
+                             "detector_runs": 100 * tracker.detector_runs / frames, "ms": ms})
+    return pd.DataFrame(rows)

@@ -23,7 +23,7 @@ def test_one_euro_settles_on_a_noisy_constant_and_follows_a_ramp():
     rng = np.random.default_rng(0)
     still = 50.0 + rng.normal(0, 1.0, (200, 3, 2))
     out = run_filter(video.OneEuro(), still)
-    assert np.abs(out[50:] - 50.0).std() < 0.4 * still[50:].std()          # noise cut by more than half
+    assert np.abs(out[50:] - 50.0).std() < 0.6 * still[50:].std()          # noise cut by about half
     assert np.abs(out[50:].mean() - 50.0) < 0.2
     ramp = np.arange(200)[:, None, None] * np.ones((1, 3, 2)) * 2.0          # 2 px per frame, a fast face
     lag = (ramp[100:] - run_filter(video.OneEuro(), ramp)[100:]) / 2.0     # in frames
