@@ -19,22 +19,9 @@ import argparse
 
 import numpy as np
 
-from helpers import config, data, predict, shape, splits, video
+from helpers import config, data, predict, shape, video
 
-PHOTOS = ("300w/helen-train", "300w/lfpw-train")
 CLIPS = ("talking_head_1.mp4", "talking_head_2.mp4")
-
-
-def validation_photos(count: int) -> tuple[list, np.ndarray]:
-    """``count`` validation photographs (half from each 300-W set), full size, with their keypoints."""
-    images, keypoints = [], []
-    for spec in PHOTOS:
-        ds = data.load(spec, progress=False)
-        val = np.flatnonzero(splits.assign_splits(ds.identities, splits.fractions_for(spec)) == "val")
-        pick = val[np.linspace(0, len(val) - 1, count // len(PHOTOS)).round().astype(int)]
-        images += [ds.images[i] for i in pick]
-        keypoints.append(ds.keypoints[pick])
-    return images, np.concatenate(keypoints)
 
 
 def main() -> None:
@@ -47,7 +34,7 @@ def main() -> None:
     predictor = predict.Predictor(args.model)
     print(f"model {args.model} ({predictor.model.runtime}), profile {profile.name}: {count} photographs, "
           f"{frames} frames each, moving and still")
-    table = video.smoothing_table(predictor, *validation_photos(count), data.SCHEME_68, frames)
+    table = video.smoothing_table(predictor, *video.validation_photos(count), data.SCHEME_68, frames)
     summary = table.groupby(["motion", "smoother"])[["nme", "jitter", "lag", "kept", "detector_runs"]].mean()
     summary[["nme", "jitter"]] *= 100
     print(summary.round(3).to_string())

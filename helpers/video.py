@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import augment, detect, plots, preprocess
+from . import augment, data, detect, plots, preprocess, splits
 from .predict import Predictor
 from .schemes import Scheme
 from .shape import ShapeModel
@@ -302,6 +302,22 @@ def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeMo
 # ---------------------------------------------------------------------------------------------------------------
 # sequences with known truth, and what to measure on them
 # ---------------------------------------------------------------------------------------------------------------
+PHOTOS = ("300w/helen-train", "300w/lfpw-train")       # annotated photographs whose validation splits become clips
+
+
+def validation_photos(count: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """``count`` validation photographs spread evenly over :data:`PHOTOS` (never trained on), full size, with their
+    keypoints (N, 68, 2): the material of :func:`moving_sequence`."""
+    images, keypoints = [], []
+    for spec in PHOTOS:
+        ds = data.load(spec, progress=False)
+        val = np.flatnonzero(splits.assign_splits(ds.identities, splits.fractions_for(spec)) == "val")
+        pick = val[np.linspace(0, len(val) - 1, max(1, count // len(PHOTOS))).round().astype(int)]
+        images += [ds.images[i] for i in pick]
+        keypoints.append(ds.keypoints[pick])
+    return images, np.concatenate(keypoints)
+
+
 def moving_sequence(image, keypoints, frames: int = 100, fps: float = 25.0, still: bool = False, seed: int = 0,
                     side: int = 480, noise: float = 3.0, jpeg: int = 85) -> tuple[list[np.ndarray], np.ndarray]:
     """An annotated photograph as a clip whose every frame's keypoints are known: cropped around the face (3 × its
