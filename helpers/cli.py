@@ -1,23 +1,5 @@
-"""``facekp``: the project's one command line. Thin: it parses arguments and calls the modules that do the work.
-
-    facekp data [NAME] [--json]              data sets found, faces, people, keypoints, split sizes
-    facekp download NAME [--url URL]         fetch a data set into the data root (checksum-verified)
-    facekp train RECIPE [--profile P] [--out DIR] [--restart]
-                                             train a recipe from scratch (resumes an interrupted run)
-    facekp table RUN... [--out FILE.csv]     the summaries of finished runs (experiments) as one table
-    facekp readme                            regenerate models/README.md from the committed runs (measured)
-    facekp evaluate --model NAME --data SPEC [--split test] [--json]
-                                             NME, RMSE, AUC@0.08, failure rates and speed of a model
-    facekp predict PATH... [--model NAME] [--out DIR] [--json]
-                                             faces and keypoints of photographs, annotated images, JSON
-    facekp video FILE | --webcam N [--out FILE.mp4] [--json FILE.jsonl] [--smooth one-euro|average|none]
-                                             keypoints in a video: tracked, smoothed, checked against the shape model
-    facekp shape [--fit]                     the statistical shape model (fit on the training splits)
-    facekp export NAME [--max-faces 256]     quantize a model to int8 ONNX for fast inference
-    facekp calibrate [--fit]                 the Haar-box → training-crop calibration (three numbers)
-"""
-from __future__ import annotations
-
+"""``facekp``: the project's one command line (``facekp --help``; the README lists every command). Thin: it parses
+arguments and calls the modules that do the work; a bad input ends in one line and exit code 1."""
 import argparse
 import json
 import os
@@ -61,7 +43,7 @@ def data_report(spec: str, progress: bool, catch: bool = True) -> dict:
             "people_in_two_splits": int(table.attrs["people_in_two_splits"])}
 
 
-def cmd_data(args) -> int:
+def cmd_data(args) -> int | None:
     """Every data set found (or the one named): a bad one is reported and the others still listed."""
     specs = [args.name] if args.name else data.available()
     if not specs:
@@ -109,7 +91,7 @@ def image_inputs(paths) -> tuple[list[Path], list[dict], list[str]]:
     return files, skipped, ignored
 
 
-def cmd_predict(args) -> int:
+def cmd_predict(args) -> int | None:
     inputs, skipped, ignored = image_inputs(args.paths)
     if not inputs:
         raise FileNotFoundError("no images found in " + ", ".join(args.paths) + (
@@ -160,7 +142,7 @@ def cmd_predict(args) -> int:
     return 1 if skipped else 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args) -> int | None:
     model = predict.load_keypoint_model(args.model, warm_up=False, runtime=args.runtime)
     result = evaluate.evaluate(model, args.data, split=args.split, max_faces=args.max_faces,
                                timing=not args.no_timing, progress=not args.json)
@@ -191,13 +173,14 @@ def frame_ranges(indices) -> str:
     return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
 
 
-def cmd_video(args) -> int:
+def cmd_video(args) -> int | None:
     if (args.input is None) == (args.webcam is None):
         raise ValueError("give a video file or --webcam N (not both)")
     predictor = predict.Predictor(args.model, runtime=args.runtime)
     model = None if args.no_shape_check else shape.ShapeModel.load()
     r = video.track(args.input if args.webcam is None else args.webcam, predictor, args.smooth, model, args.out,
-                    args.json, args.max_frames, progress=not args.quiet, redetect_every=args.redetect_every)
+                    args.json, args.max_frames, progress=not args.quiet, overlay=args.overlay,
+                    redetect_every=args.redetect_every)
     n, missing = r["frames_read"], r["frames_without_face"]
     print(f"{r['source']}: {n} frames, a face in {r['frames_with_face']}, detector ran {r['detector_runs']} times, "
           f"{r['repaired']} shape(s) repaired, {r['fps']:.0f} frames/s (decode, track, keypoints, smoothing)"
@@ -208,7 +191,7 @@ def cmd_video(args) -> int:
     return int(bool(r["problem"]))
 
 
-def cmd_shape(args) -> int:
+def cmd_shape(args) -> int | None:
     if args.fit:
         faces = [splits.load_faces(spec, "train", max_faces=args.max_faces) for spec in shape.TRAIN_SPECS]
         model = shape.fit(np.concatenate([f.keypoints for f in faces]))
@@ -216,50 +199,43 @@ def cmd_shape(args) -> int:
     model = shape.ShapeModel.load(args.out or shape.SHAPE_PATH)
     print(f"shape model: {len(model.variances)} components keep 98 % of the aligned training shapes' variance; "
           "a typical training face is at distance 1")
-    return 0
 
 
-def cmd_export(args) -> int:
+def cmd_export(args) -> int | None:
     print(f"{args.model}: int8 model written to {export.export_int8(args.model, max_faces=args.max_faces)}")
-    return 0
 
 
-def cmd_calibrate(args) -> int:
+def cmd_calibrate(args) -> int | None:
     cal = (detect.fit_calibration(args.specs or detect.DEFAULT_SPECS, max_faces=args.max_faces) if args.fit
            else detect.load_calibration(args.out))
     print(detect.calibration_summary(cal))
     if args.fit:
         print(f"wrote {detect.save_calibration(cal, args.out)}")
-    return 0
 
 
-def cmd_download(args) -> int:
+def cmd_download(args) -> int | None:
     print(f"{args.name}: ready in {data.download(args.name, url=args.url)}")
-    return 0
 
 
-def cmd_train(args) -> int:
+def cmd_train(args) -> int | None:
     result = train.train(args.recipe, args.profile, args.out, restart=args.restart, progress=True)
     s = result.summary
     print(f"{result.model_path}: best epoch {s['best_epoch']} of {s['epochs_run']} ({s['stopped_by']}), validation "
           f"NME {100 * s['best_val_nme']:.2f} %, {s['train_seconds'] / 60:.1f} min")
-    return 0
 
 
-def cmd_table(args) -> int:
+def cmd_table(args) -> int | None:
     table = train.experiments_table(args.runs)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
     print(table.to_string(index=False))
-    return 0
 
 
-def cmd_readme(args) -> int:
+def cmd_readme(args) -> int | None:
     text = train.models_readme()
     (config.MODELS_DIR / "README.md").write_text(text)
     print(text)
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -341,6 +317,7 @@ def add_model_commands(command) -> None:
     p.add_argument("--redetect-every", type=int, default=10, help="run the face detector every N frames "
                    "(also when the face leaves the picture or looks implausible)")
     p.add_argument("--no-shape-check", action="store_true", help="do not check or repair shapes")
+    p.add_argument("--overlay", choices=["glasses"], help="draw glasses on the face instead of the keypoints")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -364,7 +341,7 @@ def main(argv=None) -> int:
     """Run one command; a bad input ends in one line on stderr and exit code 1 (``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(args) or 0
     except Exception as e:                                  # noqa: BLE001 - no traceback for a user, unless asked
         if args.debug:
             traceback.print_exc()

@@ -1,8 +1,6 @@
 """From a photograph to keypoints in its own pixel coordinates (chapter 07, ``facekp predict``, the benchmarks):
 read → gray → Haar boxes → calibrated crops (:mod:`helpers.detect`) → one forward pass for all the image's faces
 (:class:`KeypointModel`: float32 (B, S, S, 1) gray in [0, 1] → (B, 2K) normalised keypoints) → image pixels."""
-from __future__ import annotations
-
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import data, detect, export, models, preprocess
+from . import applications, data, detect, export, models, preprocess
 from .schemes import Scheme, get_scheme
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -130,9 +128,10 @@ class ImagePrediction:
         return len(self.boxes)
 
     def to_dict(self) -> dict:
-        """JSON-ready: per face its box, crop and named keypoints; the timings in ms."""
+        """JSON-ready: per face its box, crop, named keypoints and head pose (degrees); the timings in ms."""
         faces = [{"box": [round(float(v), 2) for v in box], "crop": [int(v) for v in crop],
-                  "keypoints": {n: [round(float(v), 2) for v in p] for n, p in zip(self.scheme.names, kp)}}
+                  "keypoints": {n: [round(float(v), 2) for v in p] for n, p in zip(self.scheme.names, kp)},
+                  "pose": applications.pose_json(kp, self.width, self.height) if len(kp) == 68 else None}
                  for box, crop, kp in zip(self.boxes, self.crops, self.keypoints)]
         return {"file": self.source, "width": self.width, "height": self.height, "model": self.model,
                 "scheme": self.scheme.name, "num_faces": len(faces), "faces": faces,

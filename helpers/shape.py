@@ -3,8 +3,6 @@ by generalised Procrustes analysis (position, size and in-plane rotation removed
 shape space flags implausible keypoints; projecting onto the model within ±3 standard deviations repairs them.
 
 ``facekp shape --fit`` fits it on the training splits of the recipes' data and writes ``models/shape68.json``."""
-from __future__ import annotations
-
 import json
 from dataclasses import dataclass
 from pathlib import Path

@@ -4,8 +4,6 @@ keypoints checked against the shape model and smoothed over time; an annotated v
 
 Smoothing works in units of the face's size, so one setting serves any resolution: :class:`OneEuro` (Casiez,
 Roussel & Vogel, CHI 2012; MediaPipe's face landmarker uses it) and a plain :class:`MovingAverage`."""
-from __future__ import annotations
-
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,7 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from . import augment, data, detect, plots, preprocess, splits
+from . import applications, augment, data, detect, plots, preprocess, splits
 from .predict import Predictor
 from .schemes import Scheme
 from .shape import ShapeModel
@@ -179,12 +177,13 @@ class FrameResult:
     repaired: bool = False
     flags: list = field(default_factory=list)
 
-    def to_dict(self, names) -> dict:
+    def to_dict(self, names, width: int, height: int) -> dict:
         face = self.keypoints is not None
         return {"frame": self.index, "time": round(self.time, 4), "face": face,
                 "box": preprocess.keypoint_box(self.keypoints).round(2).tolist() if face else None,
                 "keypoints": {n: [round(float(v), 2) for v in p] for n, p in zip(names, self.keypoints)} if face
-                else None, "detector_ran": self.detected, "shape_distance": round(self.distance, 3) if face else None,
+                else None, "pose": applications.pose_json(self.keypoints, width, height) if face else None,
+                "detector_ran": self.detected, "shape_distance": round(self.distance, 3) if face else None,
                 "repaired": self.repaired, "flags": self.flags}
 
 
@@ -258,12 +257,13 @@ class Tracker:
 
 def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeModel | None = None,
           out: str | Path | None = None, json_out: str | Path | None = None, max_frames: int | None = None,
-          progress: bool = True, **tracker_args) -> dict:
+          progress: bool = True, overlay: str | None = None, **tracker_args) -> dict:
     """Run a :class:`Tracker` over a video file or webcam (``int``); write the annotated video and JSON lines if
-    asked. Returns ``frames`` (the :class:`FrameResult` list) and a summary: frames read, frames with a face,
+    asked (``overlay="glasses"``: glasses instead of the keypoints). Returns ``frames`` (the :class:`FrameResult`
+    list) and a summary: frames read, frames with a face,
     detector runs, repairs, processing frames per second (decode + track + keypoints + smoothing), problems."""
-    if smooth not in SMOOTHERS:
-        raise ValueError(f"smooth must be one of {sorted(SMOOTHERS)}, got {smooth!r}")
+    if smooth not in SMOOTHERS or overlay not in (None, "glasses"):
+        raise ValueError(f"smooth must be one of {sorted(SMOOTHERS)} (got {smooth!r}) and overlay None or 'glasses'")
     reader = VideoReader(source, max_frames)
     tracker = Tracker(predictor, SMOOTHERS[smooth](), shape, **tracker_args)
     writer = VideoWriter(out, reader.fps, (reader.width, reader.height)) if out else None
@@ -278,10 +278,10 @@ def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeMo
             busy += time.perf_counter() - t_end                  # decoding and tracking, not writing
             r = frames[-1]
             if writer:
-                writer.write(plots.draw_keypoints_cv(rgb, r.keypoints, predictor.model.scheme)
-                             if r.keypoints is not None else rgb)
+                writer.write(rgb if r.keypoints is None else applications.draw_glasses(rgb, r.keypoints) if overlay
+                             else plots.draw_keypoints_cv(rgb, r.keypoints, predictor.model.scheme))
             if lines:
-                lines.write(json.dumps(r.to_dict(names)) + "\n")
+                lines.write(json.dumps(r.to_dict(names, reader.width, reader.height)) + "\n")
             t_end = time.perf_counter()
     finally:
         if lines:
