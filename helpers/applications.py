@@ -30,7 +30,11 @@ def head_pose(keypoints, width: int, height: int) -> dict:
     pts = np.asarray(keypoints, np.float64)[list(POSE_POINTS)]
     if not np.isfinite(pts).all():
         raise ValueError("head pose needs the nose tip, chin, outer eye corners and mouth corners")
-    ok, rvec, tvec = cv2.solvePnP(FACE_3D, pts, camera(width, height), None, flags=cv2.SOLVEPNP_ITERATIVE)
+    cam = camera(width, height)                     # start frontal, at the distance the eye corners' spacing says
+    z = cam[0, 0] * 450.0 / max(np.linalg.norm(pts[3] - pts[2]), 1e-6)
+    tvec0 = np.array([(pts[0, 0] - cam[0, 2]) * z / cam[0, 0], (pts[0, 1] - cam[1, 2]) * z / cam[0, 0], z])
+    ok, rvec, tvec = cv2.solvePnP(FACE_3D, pts, cam, None, np.zeros(3), tvec0, useExtrinsicGuess=True,
+                                  flags=cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         raise ValueError("cv2.solvePnP found no pose for these keypoints")
     angles = cv2.RQDecomp3x3(cv2.Rodrigues(rvec)[0])[0]            # degrees about x, y, z

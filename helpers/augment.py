@@ -1,18 +1,15 @@
-"""Keypoint-aware augmentation for the offline expansion of the training split (:func:`expand`, the thesis'
-method) and for on-the-fly training batches (:class:`KeypointSequence`).
-
-* Images: (N, H, W) grayscale, uint8 0-255 or float32 0-1; a transform returns the dtype it was given.
-  Keypoints: (N, K, 2) float32 (x, y) pixels, 0-based pixel centres (the top-left pixel's centre is (0, 0), as in
-  OpenCV); NaN marks a missing keypoint and stays NaN. Randomness comes from a ``numpy.random.Generator`` argument.
-* A horizontal flip maps x to W - 1 - x and swaps the labels of each left/right pair of the scheme, so that
-  "left eye" still names the subject's left eye. Flip, rotation, scale and shift form one affine warp per image.
-* Keep-in-frame (``AugmentParams.keep_in_frame``): present keypoints stay within [margin, W - 1 - margin] (or their
-  own extent, if already outside): the shift is drawn from the interval that allows it, else rotation and scale
-  are redrawn (``max_tries``), then dropped. No label is clipped or dropped."""
+"""Keypoint-aware augmentation for the offline expansion of the training split (:func:`expand`, the thesis' method)
+and for on-the-fly training batches (:class:`KeypointSequence`). Images are (N, H, W) gray, uint8 0-255 or float32
+0-1 (a transform returns the dtype it was given); keypoints (N, K, 2) float32 (x, y), 0-based pixel centres as in
+OpenCV, NaN where missing (and it stays NaN); randomness comes from a ``numpy.random.Generator`` argument. A flip
+swaps the labels of each left/right pair (:func:`hflip`); flip, rotation, scale and shift form one warp per image.
+Keep-in-frame (``AugmentParams.keep_in_frame``): present keypoints stay within [margin, W - 1 - margin] (or their
+own extent, if already outside): the shift is drawn from the interval that allows it, else rotation and scale are
+redrawn (``max_tries``), then dropped. No label is clipped or dropped."""
 import functools
 import hashlib
+import io
 import json
-import os
 from collections import namedtuple
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -303,10 +300,9 @@ def expand(images, keypoints, scheme: Scheme | str, k: int, seed: int = config.D
             rows, rng = slice(c * n + start, c * n + min(start + _EXPAND_CHUNK, n)), np.random.default_rng([seed, c, j])
             out_images[rows], out_kps[rows] = augmenter(out_images[rows], out_kps[rows], rng)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=out_images, keypoints=out_kps)
-        os.replace(tmp, path)                     # atomic: a reader never sees a half-written cache
+        buf = io.BytesIO()
+        np.savez(buf, images=out_images, keypoints=out_kps)
+        config.write_atomic(path, buf.getbuffer())            # a reader never sees a half-written cache
     return out_images, out_kps
 
 

@@ -1,15 +1,10 @@
-"""Paths and run profiles. Every path is resolved from this file's location, never from the working directory
-(nbval runs each notebook from ``notebooks/``, the CLI from anywhere).
-
-Environment: ``FKP_DATA_DIR`` the folder holding the data sets (``youtube-faces-68/``, ``300w-subset/``,
-``kaggle/``; default the project's git-ignored ``data/``, where downloads are cached); ``FKP_FIGURES_DIR`` where
-figures go (default ``figures/``); ``FKP_PROFILE`` ``smoke`` (seconds; CI), ``quick`` (minutes on a laptop, the
-default) or ``full`` (the thesis run)."""
-from __future__ import annotations
-
+"""Paths, run profiles and two small utilities. Every path is resolved from this file's location, never from the
+working directory (nbval runs each notebook from ``notebooks/``, the CLI from anywhere); the environment variables
+``FKP_DATA_DIR``, ``FKP_FIGURES_DIR`` and ``FKP_PROFILE`` are read by the functions below, when called."""
 import contextlib
 import os
 import sys
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -59,7 +54,7 @@ class Profile:
         return min(n, self.max_epochs) if self.max_epochs else n
 
 
-PROFILES: dict[str, Profile] = {
+PROFILES: dict[str, Profile] = {      # smoke: seconds (CI); quick: minutes on a laptop; full: the thesis run
     "smoke": Profile("smoke", max_faces=120, epoch_fraction=0.02, max_epochs=2, batch_size=16,
                      expansion_factor=2, eval_max_faces=40, benchmark_repeats=3, video_sequences=(2, 20)),
     "quick": Profile("quick", max_faces=1200, epoch_fraction=0.1, max_epochs=None, batch_size=32,
@@ -67,32 +62,31 @@ PROFILES: dict[str, Profile] = {
     "full": Profile("full", max_faces=None, epoch_fraction=1.0, max_epochs=None, batch_size=32,
                     expansion_factor=5, eval_max_faces=None, benchmark_repeats=100, video_sequences=(40, 100)),
 }
-DEFAULT_PROFILE = "quick"
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
     """The profile called ``name`` (default: ``$FKP_PROFILE``, else ``quick``), with optional overrides."""
-    name = (name or os.environ.get("FKP_PROFILE") or DEFAULT_PROFILE).strip().lower()
+    name = (name or os.environ.get("FKP_PROFILE") or "quick").strip().lower()
     if name not in PROFILES:
         raise ValueError(f"Unknown profile {name!r}; FKP_PROFILE must be one of {sorted(PROFILES)}")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
 
 
-@contextlib.contextmanager
-def stderr_silenced():
-    """Send file descriptor 2 to /dev/null for the duration (C++ libraries write there directly)."""
+def write_atomic(path, data: bytes | str) -> Path:
+    """Write ``data`` (a ``str`` as UTF-8) to ``path`` through a temporary file beside it and a rename: readers, and
+    a run killed midway, see the old file or the new one, never half of one. Creates the folder; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")   # concurrent writers never collide
     try:
-        saved = os.dup(2)
-    except OSError:               # no real stderr (some embedded kernels): nothing to silence
-        yield
-        return
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def import_keras():
@@ -101,6 +95,15 @@ def import_keras():
     if "keras" in sys.modules:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with stderr_silenced():
-        import keras
+    saved = None
+    with open(os.devnull, "w") as devnull:
+        with contextlib.suppress(OSError):      # no real stderr (some embedded kernels): nothing to silence
+            saved = os.dup(2)                   # the C++ code writes to file descriptor 2 itself: /dev/null meanwhile
+            os.dup2(devnull.fileno(), 2)
+        try:
+            import keras
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
     return keras

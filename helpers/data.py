@@ -1,9 +1,6 @@
 """Three real data sets, one API: ``load(spec) -> Dataset`` (specs: :func:`parse_spec`); one image reader,
-:func:`read_image`. Unreadable images are skipped and listed in ``Dataset.skipped``, keypoints outside their image
-in ``Dataset.warnings``; a wrong schema raises :class:`DataFormatError`, a missing data set
-:class:`DatasetNotFoundError` saying where it looked, where the data comes from and how to set ``FKP_DATA_DIR``."""
-from __future__ import annotations
-
+:func:`read_image`. Unreadable images and unusable keypoints are skipped and listed in ``Dataset.skipped``, keypoints
+outside their image in ``Dataset.warnings``; a wrong schema raises :class:`DataFormatError`."""
 import errno
 import hashlib
 import io
@@ -29,7 +26,8 @@ MAX_PIXELS = 250_000_000          # read_image refuses larger images (about 1580
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """A data set is not where the project looked for it."""
+    """A data set is not where the project looked for it; the message says where that was, where the data comes from
+    and how to set ``FKP_DATA_DIR``."""
 
 
 class DataFormatError(ValueError):
@@ -86,7 +84,6 @@ class Dataset(FaceCollection):
     identities: np.ndarray
     scheme: Scheme
     source: str
-
     PER_FACE: ClassVar[tuple[str, ...]] = ("images", "keypoints", "names", "identities")
 
     def __post_init__(self):
@@ -101,14 +98,10 @@ class Dataset(FaceCollection):
 
     def report(self) -> str:
         """A short, human-readable account of what was loaded and what was not."""
-        lines = [repr(self)]
-        if self.skipped:
-            lines.append(f"  skipped {len(self.skipped)} unreadable file(s): " + ", ".join(
-                f"{n} ({why})" for n, why in self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else ""))
+        skipped = ", ".join(f"{n} ({why})" for n, why in self.skipped[:5]) + " ..." * (len(self.skipped) > 5)
+        lines = [repr(self)] + [f"  skipped {len(self.skipped)} unreadable file(s): {skipped}"] * bool(self.skipped)
         lines += [f"  warning: {w}" for w in self.warnings[:5]]
-        if len(self.warnings) > 5:
-            lines.append(f"  ... and {len(self.warnings) - 5} more warnings")
-        return "\n".join(lines)
+        return "\n".join(lines + [f"  ... and {len(self.warnings) - 5} more warnings"] * (len(self.warnings) > 5))
 
 
 FOLDERS = {"youtube-faces-68": "youtube-faces-68", "300w": "300w-subset", "kaggle": "kaggle"}   # in the data root
@@ -147,14 +140,10 @@ def _not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError
 
 def available() -> list[str]:
     """The data set specs found under the data root (e.g. ``youtube-faces-68``, ``300w/afw``)."""
-    found, w = [], parse_spec("300w").path
-    if (parse_spec("youtube-faces-68").path / "training_frames_keypoints.csv").exists():
-        found.append("youtube-faces-68")
-    if w.is_dir():
-        found += [f"300w/{d.name}" for d in sorted(w.iterdir()) if d.is_dir() and any(d.glob("*.pts"))]
-    if any((parse_spec("kaggle").path / f).exists() for f in ("training.csv", "training.zip")):
-        found.append("kaggle")
-    return found
+    w = parse_spec("300w").path
+    found = ["youtube-faces-68"] * (parse_spec("youtube-faces-68").path / "training_frames_keypoints.csv").exists()
+    found += [f"300w/{d.name}" for d in sorted(w.glob("*/")) if any(d.glob("*.pts"))]
+    return found + ["kaggle"] * any((parse_spec("kaggle").path / f).exists() for f in ("training.csv", "training.zip"))
 
 
 def sha256sum(path: str | Path) -> str:
@@ -253,29 +242,27 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageReadError(path, why) from None
     if not data:
         raise ImageReadError(path, "empty file (0 bytes)")
-    arr, old, Image.MAX_IMAGE_PIXELS = None, Image.MAX_IMAGE_PIXELS, None     # our limit replaces Pillow's
+    arr, size, old, Image.MAX_IMAGE_PIXELS = None, None, Image.MAX_IMAGE_PIXELS, None   # our limit replaces Pillow's
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > max_pixels:
-                raise ImageReadError(path, f"{im.width}x{im.height} image is over the {max_pixels:,}-pixel limit")
-            if not (data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:25] == b"\x10"):     # not a 16-bit PNG
+            size, png16 = im.size, data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:25] == b"\x10"   # 16 bits: OpenCV
+            if im.width * im.height <= max_pixels and not png16:
                 arr = _pillow_pixels(ImageOps.exif_transpose(im))      # a transposed or copied, decoded image
-    except ImageReadError:
-        raise
     except UnidentifiedImageError:
         pass                                                         # not a Pillow format: OpenCV below
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(path, f"truncated or corrupt image data ({e})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old
-    if arr is None:
+    if arr is None and (size is None or size[0] * size[1] <= max_pixels):
         arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if arr is None or arr.size == 0:
             raise ImageReadError(path, f"not an image (no decodable image data in its {len(data)} bytes)")
-        if arr.shape[0] * arr.shape[1] > max_pixels:
-            raise ImageReadError(path, f"{arr.shape[1]}x{arr.shape[0]} image is over the {max_pixels:,}-pixel limit")
+        size = arr.shape[1], arr.shape[0]
         if arr.ndim == 3 and arr.shape[2] in (3, 4):
             arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    if size[0] * size[1] > max_pixels:
+        raise ImageReadError(path, f"{size[0]}x{size[1]} image is over the {max_pixels:,}-pixel limit")
     return as_rgb(arr)
 
 
@@ -317,8 +304,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _keypoints(df: pd.DataFrame, columns, path: Path) -> np.ndarray:
-    non_numeric = [c for c in columns if not pd.api.types.is_numeric_dtype(df[c])]
-    if non_numeric:
+    if non_numeric := [c for c in columns if not pd.api.types.is_numeric_dtype(df[c])]:
         raise DataFormatError(f"{path}: keypoint column(s) {non_numeric[:5]} are not numeric")
     return df[columns].to_numpy(np.float32).reshape(len(df), -1, 2)
 
@@ -378,8 +364,7 @@ def _kaggle_faces(path: Path) -> list[_Face]:
         raise _not_found("kaggle", path, "Place training.csv or training.zip from Kaggle there.")
     df = _read_csv(path)
     columns = [f"{n}_{a}" for n in SCHEME_15.names for a in "xy"]
-    missing = [c for c in columns + ["Image"] if c not in df.columns]
-    if missing:
+    if missing := [c for c in columns + ["Image"] if c not in df.columns]:
         raise DataFormatError(f"{path}: missing column(s) {missing[:4]}{' ...' if len(missing) > 4 else ''}; "
                               "expected the 30 Kaggle keypoint columns and 'Image'")
     names, images = [f"row_{i:05d}" for i in range(len(df))], [_pixels(p) for p in df["Image"].fillna("").astype(str)]
@@ -396,11 +381,6 @@ def _pixels(text: str) -> np.ndarray | None:
     return p.reshape(96, 96).astype(np.uint8) if p.size == 96 * 96 and 0 <= p.min() and p.max() <= 255 else None
 
 
-def _outside(kps: np.ndarray, shape: tuple[int, ...], tol: float = 0.5) -> int:
-    (h, w), x, y = shape[:2], kps[:, 0], kps[:, 1]
-    return int(np.sum(((x < -tol) | (y < -tol) | (x > w - 1 + tol) | (y > h - 1 + tol)) & ~np.isnan(x)))
-
-
 def keypoint_problem(kp: np.ndarray, shape: tuple[int, ...], scheme: Scheme, allow_missing: bool,
                      margin: float = 0.5) -> str:
     """Why a face's keypoints (K, 2) in an image of ``shape`` are unusable, or ``""``: a coordinate that is infinite,
@@ -411,8 +391,7 @@ def keypoint_problem(kp: np.ndarray, shape: tuple[int, ...], scheme: Scheme, all
     if len(bad):
         return f"point {bad[0]} is {kp[bad[0]].tolist()}: coordinates must be finite" + \
             ("" if allow_missing else " (this data set has no missing points)")
-    far = np.flatnonzero((kp[:, 0] < -margin * w) | (kp[:, 0] > (1 + margin) * w)
-                         | (kp[:, 1] < -margin * h) | (kp[:, 1] > (1 + margin) * h))
+    far = np.flatnonzero(((kp < -margin * np.array([w, h])) | (kp > (1 + margin) * np.array([w, h]))).any(axis=1))
     if len(far):
         return f"point {far[0]} at {kp[far[0]].round(1).tolist()} is far outside the {w}x{h} image"
     if np.isnan(kp[[i for g in scheme.normaliser for i in g]]).any():
@@ -421,13 +400,11 @@ def keypoint_problem(kp: np.ndarray, shape: tuple[int, ...], scheme: Scheme, all
     return "" if span.max() >= 1.0 else "all keypoints lie within one pixel (a degenerate face)"
 
 
-_FACES = {"youtube-faces-68": _youtube_faces, "300w": _300w_faces, "kaggle": _kaggle_faces}   # kind -> faces(path)
-
-
 def _faces(spec: str, root: Path | None) -> tuple[Spec, list[_Face]]:
     where = parse_spec(spec, root)
+    read = {"youtube-faces-68": _youtube_faces, "300w": _300w_faces, "kaggle": _kaggle_faces}[where.kind]
     try:
-        return where, _FACES[where.kind](where.path)
+        return where, read(where.path)
     except DatasetNotFoundError as e:
         if ":" in spec:             # a folder the user named: FKP_DATA_DIR and the origin are beside the point
             raise DatasetNotFoundError(e.short) from None
@@ -443,8 +420,7 @@ def load(spec: str, max_faces: int | None = None, root: Path | None = None, prog
     faces = [f for f in faces if not f.missing]
     if max_faces is not None and len(faces) > max_faces:
         faces = [faces[i] for i in np.unique(np.linspace(0, len(faces) - 1, max_faces).round().astype(int))]
-    images, keep, warnings = [], [], []
-    scheme = SCHEME_15 if where.kind == "kaggle" else SCHEME_68
+    images, keep, warnings, scheme = [], [], [], SCHEME_15 if where.kind == "kaggle" else SCHEME_68
     for f in tqdm(faces, desc=f"reading {spec}", disable=not progress, leave=False):
         try:
             images.append(f.image if isinstance(f.image, np.ndarray) else read_image(f.image, max_pixels))
@@ -456,8 +432,9 @@ def load(spec: str, max_faces: int | None = None, root: Path | None = None, prog
             images.pop()
             continue
         keep.append(f)
-        if n := _outside(f.keypoints, images[-1].shape):
-            warnings.append(f"{f.name}: {n} keypoint(s) outside the {images[-1].shape[1]}x{images[-1].shape[0]} image")
+        (h, w), (x, y) = images[-1].shape[:2], f.keypoints.T        # outside by more than half a pixel
+        if n := int(np.sum(((x < -0.5) | (y < -0.5) | (x > w - 0.5) | (y > h - 0.5)) & ~np.isnan(x))):
+            warnings.append(f"{f.name}: {n} keypoint(s) outside the {w}x{h} image")
     kps = np.asarray([f.keypoints for f in keep], dtype=np.float32).reshape(-1, scheme.num_keypoints, 2)
     return Dataset(spec, images, kps, np.asarray([f.name for f in keep], dtype=str),
                    np.asarray([f.identity for f in keep], dtype=str), scheme, str(where.path),

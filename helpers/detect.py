@@ -3,8 +3,6 @@ runs the cascade on a downscaled gray copy; :func:`face_crops` turns its boxes i
 trained on through a :class:`Calibration` fitted by :func:`fit_calibration` (package data ``helpers/calibration.json``;
 refit with ``facekp calibrate --fit``). Boxes are ``(x0, y0, x1, y1)`` floats in 0-based pixel-centre coordinates,
 a Haar box given by its outer pixel edges."""
-from __future__ import annotations
-
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -86,16 +84,14 @@ def crop_box(crop) -> np.ndarray:
 
 def match_dataset(dataset, params: DetectorParams | None = None, min_iou: float = 0.3, progress: bool = True) -> dict:
     """The detector on every image of a :class:`helpers.data.Dataset`, matched to its landmark box: ``detector``
-    (N, 4) (NaN where none matched), ``landmark`` (N, 4), ``detections`` (N,) boxes found, ``seconds`` (N,)."""
+    (N, 4) (NaN where none matched), ``landmark`` (N, 4) and ``seconds`` (N,) the detector took."""
     n = len(dataset)
-    out = {"detector": np.full((n, 4), np.nan), "landmark": np.full((n, 4), np.nan),
-           "detections": np.zeros(n, dtype=int), "seconds": np.zeros(n)}
+    out = {"detector": np.full((n, 4), np.nan), "landmark": np.full((n, 4), np.nan), "seconds": np.zeros(n)}
     for i in tqdm(range(n), desc=f"detecting {dataset.name}", disable=not progress, leave=False):
         out["landmark"][i] = preprocess.keypoint_box(dataset.keypoints[i])
         t = time.perf_counter()
         boxes = detect_faces(dataset.images[i], params)
         out["seconds"][i] = time.perf_counter() - t
-        out["detections"][i] = len(boxes)
         j = match_box(boxes, out["landmark"][i], min_iou)
         if j >= 0:
             out["detector"][i] = boxes[j]
@@ -171,9 +167,13 @@ def solve_calibration(detector_boxes, landmark_boxes) -> tuple[float, tuple[floa
     return scale, (float(shift[0]), float(shift[1]))
 
 
-def _match_splits(specs, params: DetectorParams, max_faces, min_iou: float, progress: bool):
-    """:func:`match_dataset` on the train and val splits of each spec: matches per split, rates per spec."""
-    parts, per_set = {"train": [], "val": []}, {}
+def fit_calibration(specs=DEFAULT_SPECS, params: DetectorParams | None = None, max_faces: int | None = None,
+                    min_iou: float = 0.3, progress: bool = True) -> Calibration:
+    """Fit the detector-box → training-crop mapping (median ``scale`` and ``shift``, each image's best detection with
+    IoU ≥ ``min_iou`` matched to its landmark box) on the *train* splits of ``specs``; ``stats``: detection rates and
+    the crop agreement with and without calibration, on train and on the *val* split the fit never saw."""
+    p, t0 = params or DetectorParams(), time.time()
+    parts, per_set = {"train": [], "val": []}, {}                 # matches per split, detection rates per data set
     for spec in specs:
         ds = data.load(spec, max_faces=max_faces, progress=progress)
         labels = splits.assign_splits(ds.identities, splits.fractions_for(spec))
@@ -181,22 +181,12 @@ def _match_splits(specs, params: DetectorParams, max_faces, min_iou: float, prog
         for part, matches in parts.items():
             idx = np.flatnonzero(labels == part)
             if len(idx):
-                m = match_dataset(ds.subset(idx), params, min_iou, progress)
+                m = match_dataset(ds.subset(idx), p, min_iou, progress)
                 found = np.isfinite(m["detector"][:, 0])
                 matches.append({k: m[k][found] for k in ("detector", "landmark")})
                 per_set[spec][part] = {"images": int(len(idx)), "detected": int(found.sum()),
                                        "detection_rate": float(found.mean())}
     merged = {part: {k: np.concatenate([m[k] for m in ms]) for k in ms[0]} for part, ms in parts.items() if ms}
-    return merged, per_set
-
-
-def fit_calibration(specs=DEFAULT_SPECS, params: DetectorParams | None = None, max_faces: int | None = None,
-                    min_iou: float = 0.3, progress: bool = True) -> Calibration:
-    """Fit the detector-box → training-crop mapping (median ``scale`` and ``shift``, each image's best detection with
-    IoU ≥ ``min_iou`` matched to its landmark box) on the *train* splits of ``specs``; ``stats``: detection rates and
-    the crop agreement with and without calibration, on train and on the *val* split the fit never saw."""
-    p, t0 = params or DetectorParams(), time.time()
-    merged, per_set = _match_splits(specs, p, max_faces, min_iou, progress)
     train = merged["train"]
     scale, shift = solve_calibration(train["detector"], train["landmark"])
     cal = Calibration(scale, shift)

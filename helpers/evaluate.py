@@ -3,8 +3,6 @@
 **NME**: per face, the mean error of its present keypoints / the scheme's normalising distance (outer eye corners
 for 68 points, eye centres for 15); **CED**: the fraction of faces with NME ≤ x; **AUC@0.08**: its area up to 0.08,
 / 0.08; **failure rate**: the fraction with NME > a threshold. Fractions stay fractions (%: :func:`report_json`)."""
-from __future__ import annotations
-
 import warnings
 from itertools import zip_longest
 
@@ -20,7 +18,6 @@ from .preprocess import Faces
 from .schemes import Scheme, get_scheme
 
 CED_LIMIT = 0.08
-FAIL_THRESHOLDS = (0.08, 0.10)
 
 
 def _errors(pred, gt) -> np.ndarray:
@@ -80,18 +77,17 @@ def failure_rate(nme, threshold: float = 0.08) -> float:
     return float(np.mean(_valid(nme) > threshold))
 
 
-def end_to_end_metrics(result: dict, keypoints_true: np.ndarray, scheme: Scheme | str,
-                       thresholds=FAIL_THRESHOLDS) -> dict:
+def end_to_end_metrics(result: dict, keypoints_true: np.ndarray, scheme: Scheme | str) -> dict:
     """Detection rate and accuracy of :func:`helpers.predict.run_dataset`'s ``result`` on every annotated face:
-    ``nme_detected*`` over the detected faces; ``failure_rate_*`` counts an undetected face as a failure and
-    ``auc_*`` gives it area 0. ``nme_per_face`` (N,) is NaN where undetected."""
+    ``nme_detected*`` over the detected faces; ``failure_rate_0.08`` and ``failure_rate_0.1`` count an undetected
+    face as a failure and ``auc_0.08`` gives it area 0. ``nme_per_face`` (N,) is NaN where undetected."""
     detected = np.asarray(result["detected"], dtype=bool)
     n, nme = len(detected), nme_per_face(result["keypoints"], keypoints_true, scheme)
     ok = nme[detected & np.isfinite(nme)]
     out = {"faces": n, "detected": int(detected.sum()), "detection_rate": float(detected.mean()) if n else np.nan,
            "nme_detected": float(np.mean(ok)) if len(ok) else np.nan,
            "nme_detected_median": float(np.median(ok)) if len(ok) else np.nan}
-    for t in thresholds:
+    for t in (0.08, 0.10):
         out[f"failure_rate_{t:g}"] = (n - len(ok) + int(np.sum(ok > t))) / n if n else np.nan
     return out | {f"auc_{CED_LIMIT:g}": auc(ok) * len(ok) / n if len(ok) else 0.0, "nme_per_face": nme}
 
@@ -146,9 +142,9 @@ def activation_peaks(model, images, layers, batch_size: int = 64) -> pd.DataFram
     return pd.DataFrame(columns)
 
 
-def evaluate_model(model, faces: Faces, timing: bool = True, batch_size: int = 64, repeats: int | None = None,
-                   n_examples: int = 6, runtime: str = "keras") -> dict:
-    """All metrics of ``model`` on ``faces``, with ``per_face`` NME, ``pred`` and ``per_keypoint`` arrays and the
+def evaluate_model(model, faces: Faces, timing: bool = True, repeats: int | None = None,
+                   runtime: str = "keras") -> dict:
+    """All metrics of ``model`` on ``faces``, with ``per_face`` NME, ``pred`` and ``per_keypoint`` arrays and the six
     ``best``/``worst`` faces; ``timing`` adds :func:`measure_speed`. ``runtime`` as for
     :func:`helpers.predict.load_keypoint_model` (a ``KeypointModel`` keeps its own)."""
     model = predict.load_keypoint_model(model, False, runtime)
@@ -162,17 +158,15 @@ def evaluate_model(model, faces: Faces, timing: bool = True, batch_size: int = 6
     ok = np.isfinite(nme)
     order = np.argsort(np.where(ok, nme, np.inf))[:int(ok.sum())]
     out = {"model": model.name, "runtime": model.runtime, "data": faces.source, "faces": int(ok.sum()),
-           "faces_without_nme": int((~ok).sum()), "scheme": faces.scheme.name,
-           "skipped": faces.skipped_records(),
+           "faces_without_nme": int((~ok).sum()), "scheme": faces.scheme.name, "skipped": faces.skipped_records(),
            "normaliser": faces.scheme.normaliser_name, "nme": float(np.mean(nme[ok])),
            "nme_median": float(np.median(nme[ok])),
            "rmse_px96": rmse_px(pred, faces.keypoints) * 96.0 / config.IMAGE_SIZE,
            "auc08": auc(nme, CED_LIMIT), "fail08": failure_rate(nme, 0.08), "fail10": failure_rate(nme, 0.10),
            "per_face": nme, "pred": pred, "per_keypoint": per_keypoint_error(pred, faces.keypoints, faces.scheme),
-           "best": order[:n_examples].tolist(), "worst": order[::-1][:n_examples].tolist()}
+           "best": order[:6].tolist(), "worst": order[::-1][:6].tolist()}
     if timing:
-        out.update(measure_speed(model, repeats=repeats or config.get_profile().benchmark_repeats,
-                                 batch_size=batch_size))
+        out.update(measure_speed(model, repeats=repeats or config.get_profile().benchmark_repeats))
     return out
 
 

@@ -1,8 +1,6 @@
 """Keras → ONNX, int8 quantization and ONNX Runtime, the fast forward passes of ``facekp predict``: :func:`to_onnx`
 folds batch norm into the convolutions; :func:`export_int8` writes ``<model>.int8.onnx``, found by :func:`int8_for`
 while it matches its ``.keras`` file; :class:`OnnxForward` runs a graph (N, 1, H, W) → (N, 2K)."""
-from __future__ import annotations
-
 import contextlib
 import io
 import logging
@@ -18,7 +16,7 @@ import onnxruntime as ort
 from onnx import TensorProto, checker, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
 
-from . import data, models, splits
+from . import config, data, models, splits
 
 MAX_INT8_GAP = 0.01      # mean |int8 − float| output, normalised units: 0.01 = 0.48 px at 96²
 
@@ -228,9 +226,7 @@ def export_int8(name_or_path, calibration_images=None, max_faces: int = 256, pat
                                         "calibration_faces": f"{len(keep)} typical of {len(calibration_images)}",
                                         "mean_abs_difference": f"{gap:.5f}", "float_ms": f"{float_ms:.4f}",
                                         "int8_ms": f"{int8_ms:.4f}"})
-    path = Path(path) if path else int8_path(keras_path)
-    onnx.save(proto, path.with_suffix(".tmp"))
-    return path.with_suffix(".tmp").replace(path)
+    return config.write_atomic(Path(path) if path else int8_path(keras_path), proto.SerializeToString())
 
 
 def int8_path(name_or_path) -> Path:

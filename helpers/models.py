@@ -1,13 +1,7 @@
 """The two networks of the thesis, their masked loss and metrics, and saving and loading of trained models.
-
-Both networks take ``(96, 96, 1)`` float32 images in [0, 1] and output ``2K`` numbers: the keypoints
-``(x0, y0, x1, y1, ...)`` normalised to [-1, 1] of the crop (:func:`helpers.augment.to_model_inputs`). The loss
-and metrics are registered Keras objects written with ``keras.ops`` (backend-agnostic), so a saved model loads
-with plain ``keras.models.load_model(path, safe_mode=True)``; they **mask missing targets** (NaN), so Kaggle's
-incomplete rows still teach.
-"""
-from __future__ import annotations
-
+Both map ``(96, 96, 1)`` images in [0, 1] to ``2K`` coordinates in [-1, 1] (:func:`helpers.augment.to_model_inputs`).
+The loss and metrics **mask missing targets** (NaN: Kaggle's incomplete rows still teach) and are registered Keras
+objects written with ``keras.ops``, so a saved model loads with ``keras.models.load_model(path, safe_mode=True)``."""
 import os
 import tempfile
 import warnings
@@ -27,16 +21,12 @@ INPUT_SHAPE = (config.IMAGE_SIZE, config.IMAGE_SIZE, 1)
 PX_PER_UNIT = config.IMAGE_SIZE / 2.0     # normalised [-1, 1] → pixels of the 96² crop
 
 
-# Architectures
 def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96, 192), units: int = 256,
           name: str = "lenet") -> keras.Sequential:
     """A LeNet-inspired sequential CNN: (conv 3×3 → BN → ReLU → max-pool) × 4, dense, dropout, 2K outputs.
-
-    LeNet's pattern with the defaults that make it train reliably (ReLU, batch normalisation, same padding): four
-    stages take 96² to 6² with 16 → 32 → 96 → 192 filters; the dense layer has 256 units. Augmentation, not
-    dropout, is its regulariser (``dropout`` defaults to 0)."""
-    scheme = get_scheme(scheme)
-    k2 = 2 * scheme.num_keypoints
+    ReLU, batch normalisation and same padding make it train reliably; the stages take 96² to 6² with
+    16 → 32 → 96 → 192 filters, the dense layer has 256 units. Augmentation, not dropout, is its regulariser."""
+    k2 = 2 * get_scheme(scheme).num_keypoints
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=INPUT_SHAPE, name="image"))
     for i, f in enumerate(filters, start=1):
@@ -54,11 +44,9 @@ def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96
 def resnet50(scheme: Scheme | str = "68", dropout: float = 0.0, name: str = "resnet50") -> keras.Model:
     """``keras.applications.ResNet50`` (random initialisation, one gray channel; 96² → 3×3×2048) with a regression
     head: global average pooling, dropout, a dense layer of 2K outputs."""
-    scheme = get_scheme(scheme)
-    k2 = 2 * scheme.num_keypoints
+    k2 = 2 * get_scheme(scheme).num_keypoints
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
-    trunk = keras.applications.ResNet50(weights=None, include_top=False, input_shape=INPUT_SHAPE, pooling=None)
-    x = trunk(inputs)
+    x = keras.applications.ResNet50(weights=None, include_top=False, input_shape=INPUT_SHAPE, pooling=None)(inputs)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(k2, name="keypoints")(x)
@@ -78,7 +66,6 @@ def count_params(model: keras.Model) -> dict:
     return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
 
 
-# Loss and metrics
 def _masked(y_true, y_pred):
     """(difference with zeros where the target is missing, mask as float)."""
     y_true = ops.convert_to_tensor(y_true, dtype="float32")
@@ -107,8 +94,7 @@ class MaskedLoss(keras.losses.Loss):
         if w <= 0 or eps <= 0:
             raise ValueError(f"wing_px (w, epsilon) must be positive, got {wing_px!r}")
         super().__init__(name=name or f"masked_{kind}", reduction=reduction, dtype=dtype)
-        self.kind = kind
-        self.wing_px = (w, eps)
+        self.kind, self.wing_px = kind, (w, eps)
 
     def call(self, y_true, y_pred):
         diff, mask = _masked(y_true, y_pred)
@@ -164,10 +150,6 @@ class NME(keras.metrics.Metric):
     def result(self):
         return self.total / ops.maximum(self.count, 1e-12)
 
-    def reset_state(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
-
     def get_config(self):
         return {"scheme": self.scheme, "name": self.name, "dtype": self.dtype}
 
@@ -192,10 +174,6 @@ class RMSEPixels(keras.metrics.Metric):
     def result(self):
         return ops.sqrt(self.sq / ops.maximum(self.count, 1e-12)) * PX_PER_UNIT
 
-    def reset_state(self):
-        self.sq.assign(0.0)
-        self.count.assign(0.0)
-
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype}
 
@@ -210,7 +188,6 @@ def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate
     return model
 
 
-# Saving and loading
 def model_path(name: str) -> Path:
     """``models/<name>/model.keras``: the model its recipe ``recipes/<name>.toml`` trained."""
     return config.MODELS_DIR / name / "model.keras"
@@ -253,11 +230,9 @@ def load_model(name_or_path, compile: bool = True) -> keras.Model:
 
 
 def save_model(model: keras.Model, path, half_precision: bool | None = None) -> Path:
-    """Save ``model`` without optimizer state, atomically (a temporary name, then a rename).
-
-    ``half_precision`` (default: when the weights exceed 90 MB, i.e. ResNet-50) stores conv and dense kernels as
-    float16, which halves the file; Keras casts them back to float32 on loading.
-    """
+    """Save ``model`` without optimizer state, atomically (a temporary name, then a rename). ``half_precision``
+    (default: when the weights exceed 90 MB, i.e. ResNet-50) stores conv and dense kernels as float16, which halves
+    the file; Keras casts them back to float32 on loading."""
     path = Path(path)
     fresh = keras.models.clone_model(model)
     fresh.set_weights(model.get_weights())

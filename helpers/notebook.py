@@ -1,15 +1,14 @@
 """The one setup call at the top of every chapter: seeds, plot style, and the versions that produced it."""
-from __future__ import annotations
-
 import importlib
 import os
 import platform
 import random
 
+import matplotlib.pyplot as plt
 import numpy as np
+import seaborn as sns
 
 from . import config
-from .plots import set_style
 
 
 def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
@@ -17,7 +16,9 @@ def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
     also imports Keras (a few seconds) and seeds it with ``keras.utils.set_random_seed``."""
     random.seed(seed)
     np.random.seed(seed)
-    set_style()
+    sns.set_theme(context="notebook", style="whitegrid")                # the project's plot style
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "axes.titlesize": 11, "image.cmap": "gray",
+                         "figure.autolayout": False})
     names = ["numpy", "pandas", "cv2", "matplotlib", "seaborn", "sklearn"]
     if deep_learning:
         keras = config.import_keras()

@@ -1,13 +1,10 @@
 """Figures: one ``save_fig`` for every notebook, and keypoint drawing shared by all chapters. The subject's
 **left** side, **right** side and midline each have one colour everywhere, so a flipped label shows at a glance."""
-from __future__ import annotations
-
 from pathlib import Path
 
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 
 from . import config
 from .schemes import Scheme
@@ -15,13 +12,6 @@ from .schemes import Scheme
 SIDE_COLOURS = {1: "#e6194b", -1: "#4363d8", 0: "#f5d90a"}   # left red, right blue, midline yellow
 SIDE_LABELS = {1: "subject's left", -1: "subject's right", 0: "midline"}
 BOX_COLOUR = "#3cb44b"                                       # green: detector boxes, and predictions drawn over truth
-
-
-def set_style() -> None:
-    """The project's plot style (called by each notebook's setup cell)."""
-    sns.set_theme(context="notebook", style="whitegrid")
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 120, "axes.titlesize": 11, "image.cmap": "gray",
-                         "figure.autolayout": False})
 
 
 def save_fig(fig_or_name, name: str | None = None, tight: bool = True) -> Path:

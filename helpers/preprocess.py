@@ -4,8 +4,6 @@ lives, :func:`prepare` does all the steps.
 
 Coordinates are 0-based pixel centres. A crop ``(x0, y0, side)`` is the square of pixels ``x0 .. x0+side-1`` ×
 ``y0 .. y0+side-1``; resizing maps pixel centres as OpenCV does, ``x_out = (x_in - x0 + 0.5) * size / side - 0.5``."""
-from __future__ import annotations
-
 import hashlib
 import json
 from dataclasses import dataclass
@@ -103,16 +101,11 @@ class Faces(FaceCollection):
     crops: np.ndarray
     scheme: Scheme
     source: str
-
     PER_FACE: ClassVar[tuple[str, ...]] = ("images", "keypoints", "names", "identities", "crops")
 
     def __repr__(self) -> str:
         return (f"Faces({self.source!r}: {len(self)} faces of {self.num_people} people, "
                 f"{self.images.shape[1:]} images, {self.scheme.num_keypoints} keypoints)")
-
-    @property
-    def size(self) -> int:
-        return int(self.images.shape[1])
 
     def save(self, path) -> None:
         np.savez_compressed(path, images=self.images, keypoints=self.keypoints, names=self.names.astype(str),

@@ -1,24 +1,9 @@
-"""Training runs as data: a recipe (``recipes/*.toml``) holds every choice of a run, an experiment
-(``experiments/*.toml``) names a base recipe and overrides a few keys.
-
-A recipe has six tables; every key is checked, and an unknown key or a bad value is an error naming the file and
-the key. The profile (:mod:`helpers.config`) scales only the sizes: faces read per data set and epochs.
-
-.. code-block:: toml
-
-    [model]     architecture = "lenet" | "resnet50", keypoints = 68 | 15, dropout
-    [data]      train = [specs], repeat = {spec = k}, validation = [specs], fallback_train = [specs]
-    [augment]   fields of helpers.augment.AugmentParams (flip_p, rotation_deg, scale, shift, ...)
-    [loss]      kind = "mae" | "mse" | "wing", wing_px = [w, epsilon]
-    [optimizer] learning_rate, weight_decay, clipnorm
-    [schedule]  warmup_epochs, final_fraction (cosine decay to learning_rate · final_fraction)
-    [training]  epochs, batch_size, seed, patience (early stopping on validation NME)
-
-An experiment holds ``base = "../recipes/lenet.toml"`` (relative to itself) and the keys it changes.
-``fallback_train`` replaces ``train`` (and ``validation``) when a data set of ``train`` is not on disk.
-"""
-from __future__ import annotations
-
+"""Training runs as data: a recipe (``recipes/*.toml``) holds every choice of a run in the tables of :data:`DEFAULTS`
+(``[augment]``: fields of :class:`helpers.augment.AugmentParams`); an experiment (``experiments/*.toml``) holds
+``base = "../recipes/lenet.toml"`` (relative to itself) and the keys it changes. Every key is checked: an unknown key
+or a bad value is an error naming the file and the key. ``fallback_train`` replaces ``train`` (and ``validation``)
+when a data set of ``train`` is not on disk. The profile (:mod:`helpers.config`) scales only the sizes: faces read
+per data set and epochs (:func:`scaled`)."""
 import copy
 import hashlib
 import json
@@ -28,16 +13,15 @@ from pathlib import Path
 
 from . import config
 from .augment import AugmentParams
+from .models import MODEL_NAMES as ARCHITECTURES, MaskedLoss
 
-ARCHITECTURES = ("lenet", "resnet50")
-LOSSES = ("mae", "mse", "wing")
 DEFAULTS: dict = {
     "model": {"architecture": None, "keypoints": 68, "dropout": 0.0},
     "data": {"train": None, "repeat": {}, "validation": None, "fallback_train": []},
     "augment": {},
-    "loss": {"kind": "mae", "wing_px": [10.0, 2.0]},
+    "loss": {"kind": "mae", "wing_px": [10.0, 2.0]},                # wing_px: the Wing loss' (w, epsilon), pixels
     "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.0, "clipnorm": None},
-    "schedule": {"warmup_epochs": 1, "final_fraction": 0.02},
+    "schedule": {"warmup_epochs": 1, "final_fraction": 0.02},       # cosine decay to learning_rate · final_fraction
     "training": {"epochs": None, "batch_size": 32, "seed": config.DEFAULT_SEED, "patience": 20},
 }
 AUGMENT_KEYS = {f.name for f in fields(AugmentParams)}
@@ -96,8 +80,8 @@ def _check(recipe: dict, where: str) -> None:
     for spec, k in d["repeat"].items():
         if spec not in d["train"] + d["fallback_train"] or not isinstance(k, int) or isinstance(k, bool) or k < 1:
             fail(f"data.repeat.{spec}", "must name a training data set and be a whole number >= 1")
-    if recipe["loss"]["kind"] not in LOSSES:
-        fail("loss.kind", f"must be one of {LOSSES}, got {recipe['loss']['kind']!r}")
+    if recipe["loss"]["kind"] not in MaskedLoss.KINDS:
+        fail("loss.kind", f"must be one of {MaskedLoss.KINDS}, got {recipe['loss']['kind']!r}")
     for key in ("epochs", "batch_size", "patience"):
         if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
             fail(f"training.{key}", f"must be a whole number >= 1, got {t[key]!r}")
@@ -116,11 +100,9 @@ def _check(recipe: dict, where: str) -> None:
 
 
 def load(path) -> dict:
-    """The recipe (or experiment) at ``path``, merged with its base and the defaults, checked.
-
-    The result holds the tables plus ``name`` (the file's stem), ``path`` and ``sha256``: a hash of the recipe
-    file and its bases, byte for byte, which a run records and ``models/README.md`` checks against the repository.
-    """
+    """The recipe (or experiment) at ``path``, merged with its base and the defaults, checked. ``meta`` holds its
+    ``name`` (the file's stem), ``path``, ``files`` and ``sha256``: a hash of the recipe file and its bases, byte for
+    byte, which a run records and ``models/README.md`` checks against the repository."""
     path = Path(path)
     raw, files = _read(path)
     recipe = _merge(DEFAULTS, raw)

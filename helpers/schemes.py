@@ -3,10 +3,8 @@
 "Left" and "right" are the **subject's** sides, as in the Kaggle column names (``left_eye_center``, the subject's
 left eye, is on the *right* of a frontal photograph). iBUG 68 indices are 0-based here (300-W numbers them 1-68):
 0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes (36-41 the subject's right eye), 48-67 mouth."""
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,15 +18,10 @@ class Scheme:
     polylines: tuple[tuple[tuple[int, ...], bool], ...]      # (indices, closed): the face's outline, for drawing
     normaliser: tuple[tuple[int, ...], tuple[int, ...]]      # NME divides by the distance of the groups' means
     normaliser_name: str                                     # a phrase for text and plots
-    _perm: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        perm = np.arange(len(self.names))
-        for a, b in self.flip_pairs:
-            perm[a], perm[b] = b, a
-        if sorted(perm.tolist()) != list(range(len(self.names))):
+        if sorted(self.flip_permutation.tolist()) != list(range(len(self.names))):
             raise ValueError(f"scheme {self.name}: flip pairs do not form a permutation")
-        object.__setattr__(self, "_perm", perm)
 
     @property
     def num_keypoints(self) -> int:
@@ -37,7 +30,10 @@ class Scheme:
     @property
     def flip_permutation(self) -> np.ndarray:
         """``kps[..., perm, :]`` relabels keypoints after a horizontal mirror (left ↔ right)."""
-        return self._perm.copy()
+        perm = np.arange(len(self.names))
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
 
     @property
     def sides(self) -> np.ndarray:

@@ -58,10 +58,7 @@ class ShapeModel:
         return ((shape - t) @ np.linalg.inv(a).T).astype(np.float32)
 
     def save(self, path=SHAPE_PATH) -> Path:
-        path = Path(path)
-        blob = {k: np.asarray(v).tolist() for k, v in vars(self).items()}
-        path.with_suffix(".tmp").write_text(json.dumps(blob) + "\n")
-        return path.with_suffix(".tmp").replace(path)
+        return config.write_atomic(path, json.dumps({k: np.asarray(v).tolist() for k, v in vars(self).items()}) + "\n")
 
     @classmethod
     def load(cls, path=SHAPE_PATH) -> "ShapeModel":

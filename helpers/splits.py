@@ -3,11 +3,8 @@ split is a pure function of ``(seed, identity)``, a hash cut at the split fracti
 one split per person, stable when faces are added. Rules: ``youtube-faces-68`` (its two CSVs merged: they share all
 347 test people) 80 / 10 / 10 by person; ``300w/afw`` test only; the other 300-W folders (``helen-train``,
 ``lfpw-train``) 90 / 10 / 0 by image; ``kaggle`` (no person labels) 80 / 10 / 10 by row."""
-from __future__ import annotations
-
 import hashlib
-import os
-import uuid
+import io
 import warnings
 from pathlib import Path
 
@@ -69,40 +66,28 @@ def data_fingerprint(specs) -> str:
     return h.hexdigest()
 
 
-def _cached(path: Path, build) -> Faces:
-    """The ``.npz`` at ``path``, else (or if unreadable: reported) ``build()``, written there atomically."""
-    if path.exists():
-        try:
-            return Faces.load(path)
-        except Exception as e:                  # noqa: BLE001 - whatever broke the file, rebuilding mends it
-            warnings.warn(f"ignoring the unreadable cache {path} ({type(e).__name__}: {e}); rebuilding it")
-    faces = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.npz")     # concurrent builders never collide
-    try:
-        faces.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return faces
-
-
 def load_faces(spec: str, split: str | None = None, max_faces: int | None = None, size: int = config.IMAGE_SIZE,
                seed: int = config.DEFAULT_SEED, cache: bool = True, progress: bool = True) -> Faces:
     """Load, crop and split a data set: :class:`helpers.preprocess.Faces` of ``split`` (``train``/``val``/``test``),
     or of every face for ``None``; cached as ``.npz`` under a key of the data's content (:func:`data_fingerprint`)."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-
-    def build() -> Faces:
-        return preprocess.prepare(data.load(spec, max_faces, progress=progress), size, progress=progress)
-
-    if not cache:
-        faces = build()
-    else:
+    faces, path = None, None
+    if cache:
         key = preprocess.cache_key(spec=spec, max_faces=max_faces, size=size, scale=preprocess.CROP_SCALE,
                                    data=data_fingerprint(spec))
-        faces = _cached(config.CACHE_DIR / f"faces-{spec.replace('/', '_').replace(':', '_')[:60]}-{key}.npz", build)
+        path = config.CACHE_DIR / f"faces-{spec.replace('/', '_').replace(':', '_')[:60]}-{key}.npz"
+    if path is not None and path.exists():
+        try:
+            faces = Faces.load(path)
+        except Exception as e:                  # noqa: BLE001 - whatever broke the file, rebuilding mends it
+            warnings.warn(f"ignoring the unreadable cache {path} ({type(e).__name__}: {e}); rebuilding it")
+    if faces is None:
+        faces = preprocess.prepare(data.load(spec, max_faces, progress=progress), size, progress=progress)
+        if path is not None:                    # written atomically: concurrent builders and readers are safe
+            buf = io.BytesIO()
+            faces.save(buf)
+            config.write_atomic(path, buf.getbuffer())
     return faces if split is None else faces.subset(split_of(faces, seed) == split)
 
 

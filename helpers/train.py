@@ -1,23 +1,17 @@
-"""Training: a recipe (:mod:`helpers.recipes`) in, a run folder out; safe to kill and resume at any moment.
-
-A run folder holds ``model.keras`` (the best epoch by validation NME), ``history.csv`` (one row per epoch),
-``summary.json`` (the resolved recipe and its hash, the data fingerprint, versions, the best epoch, times) and, not
-committed, ``backup.npz`` and ``train.log``. Every file is written under a temporary name and renamed into place. The
-backup holds the weights, the optimizer's state (its step counter drives the schedule), the best value and epoch
-and early stopping's counter; an epoch's batches depend on (seed, epoch) only. So a resumed run ends with the same
-weights and summary as an uninterrupted one; running the same command again continues it.
-"""
-from __future__ import annotations
-
+"""Training: a recipe (:mod:`helpers.recipes`) in, a run folder out: ``model.keras`` (the best epoch by validation
+NME), ``history.csv`` (one row per epoch), ``summary.json`` (:func:`summarise`) and, not committed, ``backup.npz`` and
+``train.log``; every file is written under a temporary name and renamed into place. The backup holds the weights, the
+optimizer's state (its step counter drives the schedule), the best value and epoch and early stopping's counter, and
+an epoch's batches depend on (seed, epoch) only: a run killed at any moment and resumed (the same command again) ends
+with the same weights and summary as an uninterrupted one."""
 import hashlib
 import io
 import json
-import os
 import platform
 import sys
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,6 +21,7 @@ import pandas as pd
 
 from . import config, data, evaluate, recipes, splits
 from .augment import Augmenter, KeypointSequence, to_model_inputs
+from .config import write_atomic       # also importable as helpers.train.write_atomic
 from .models import build_model, compile_model, count_params, save_model
 from .preprocess import Faces, denormalise_keypoints
 from .schemes import get_scheme, to_15
@@ -35,7 +30,6 @@ FILES = {"model": "model.keras", "history": "history.csv", "summary": "summary.j
          "log": "train.log"}
 
 
-# Data
 def concat_faces(parts: list[Faces], source: str) -> Faces:
     """One :class:`Faces` from several of the same keypoint scheme."""
     parts = [p for p in parts if len(p)]
@@ -52,8 +46,7 @@ def _as_scheme(faces: Faces, keypoints: int) -> Faces:
         return faces
     if keypoints != 15 or faces.scheme.num_keypoints != 68:
         raise ValueError(f"{faces.source} has {faces.scheme.num_keypoints} keypoints; the recipe wants {keypoints}")
-    return Faces(faces.images, to_15(faces.keypoints), faces.names, faces.identities, faces.crops,
-                 get_scheme("15"), faces.source)
+    return replace(faces, keypoints=to_15(faces.keypoints), scheme=get_scheme("15"))
 
 
 def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str, Faces]]:
@@ -81,17 +74,6 @@ def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str
     return concat_faces(parts, "+".join(labels)), val
 
 
-# Atomic files and the backup
-def write_atomic(path: Path, content: bytes | str) -> None:
-    """Write ``content`` to ``path`` through a temporary file and a rename: readers see the old or the new file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(content.encode() if isinstance(content, str) else content)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_backup(path: Path, model: keras.Model, state: dict) -> None:
     """Weights, optimizer variables and the run's state in one ``.npz``, atomically."""
     arrays = {f"w{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.weights)}
@@ -115,23 +97,20 @@ def load_backup(path: Path, model: keras.Model) -> dict:
     return state
 
 
-# The epoch-end bookkeeping: validation, best model, early stopping, backup, history
 class RunKeeper(keras.callbacks.Callback):
     """After every epoch: validate (NME overall and per part), keep the best model, count for early stopping, back
     up. One callback in place of Keras' four, because their states must be saved together to resume exactly."""
 
     def __init__(self, run_dir: Path, state: dict, val: dict[str, Faces], train_seq: KeypointSequence, log):
         super().__init__()
-        self.run_dir, self.state, self.train_seq, self.log = run_dir, state, train_seq, log
+        self.run_dir, self.state, self.train_seq, self.log, self.val_faces = run_dir, state, train_seq, log, val
         self.val = {spec: to_model_inputs(f.images, f.keypoints)[0] for spec, f in val.items()}
-        self.val_faces = val
 
     def validate(self) -> dict:
         errors = {}
         for spec, x in self.val.items():
             y = np.concatenate([self.model.predict_on_batch(x[i:i + 128]) for i in range(0, len(x), 128)])
-            faces = self.val_faces[spec]
-            pred = denormalise_keypoints(y.reshape(len(x), -1, 2))
+            pred, faces = denormalise_keypoints(y.reshape(len(x), -1, 2)), self.val_faces[spec]
             errors[spec] = evaluate.nme_per_face(pred, faces.keypoints, faces.scheme)
         out = {"val_nme": float(np.nanmean(np.concatenate(list(errors.values()))))}
         out.update({f"val_nme[{spec}]": float(np.nanmean(e)) for spec, e in errors.items()})
@@ -161,7 +140,6 @@ class RunKeeper(keras.callbacks.Callback):
         self.log(f"epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
 
 
-# A run
 @dataclass
 class RunResult:
     """A run folder with its summary and history."""
@@ -176,8 +154,7 @@ class RunResult:
 
 def schedule(recipe: dict, steps_per_epoch: int):
     """Linear warm-up to the learning rate, then a cosine decay to ``final_fraction`` of it, per step."""
-    lr, s = recipe["optimizer"]["learning_rate"], recipe["schedule"]
-    epochs = recipe["training"]["epochs"]
+    lr, s, epochs = recipe["optimizer"]["learning_rate"], recipe["schedule"], recipe["training"]["epochs"]
     warmup = min(int(s["warmup_epochs"] * steps_per_epoch), max(0, (epochs - 1) * steps_per_epoch))
     decay = max(1, epochs * steps_per_epoch - warmup)
     return keras.optimizers.schedules.CosineDecay(lr * 0.1 if warmup else lr, decay, alpha=s["final_fraction"],
@@ -207,10 +184,8 @@ def run_logger(run_dir: Path, quiet: bool = False):
 def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: bool = False,
           progress: bool = False) -> RunResult:
     """Train the recipe at ``recipe_path`` with a profile's sizes into ``out``; resume if ``out`` holds a backup.
-
-    ``out`` defaults to ``models/runs/<recipe name>-<profile>``. ``restart`` discards an earlier run there.
-    ``progress`` shows progress bars (data loading, and each epoch's batches on a terminal).
-    """
+    ``out`` defaults to ``models/runs/<recipe name>-<profile>``; ``restart`` discards an earlier run there;
+    ``progress`` shows progress bars (data loading, and each epoch's batches on a terminal)."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
     recipe = recipes.scaled(recipes.load(recipe_path), profile)
     run_dir = Path(out or config.RUNS_DIR / f"{recipe['meta']['name']}-{profile.name}")
