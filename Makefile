@@ -9,7 +9,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install test test-fast reproduce models experiments notebook lab benchmarks data lock clean-cache
+.PHONY: help install test test-fast reproduce models experiments notebook lab benchmarks data lock clean-cache peers
 
 help:
 	@echo "make test        run the tests: unit tests + every notebook under nbval (FKP_PROFILE=smoke)"
@@ -17,6 +17,7 @@ help:
 	@echo "make models      train every recipe in recipes/ from scratch into models/<recipe>/ (profile full; resumes)"
 	@echo "make experiments train every experiment in experiments/ and write the chapters' tables (profile quick)"
 	@echo "make benchmarks  run the speed benchmarks in benchmarks/"
+	@echo "make peers       run dlib, MediaPipe and MTCNN on the test faces in their own environment (results/)"
 	@echo "make data        download the YouTube-Faces 68-point set into data/"
 	@echo "make lab         start JupyterLab"
 
@@ -53,6 +54,16 @@ experiments: $(STAMP)
 	@for e in $(EXPERIMENTS); do n=$$(basename $$e .toml); \
 		$(BIN)/facekp train $$e --profile $(EXPERIMENT_PROFILE) --out models/runs/$$n-$(EXPERIMENT_PROFILE) || exit 1; done
 	$(BIN)/facekp table models/runs/lenet_*-$(EXPERIMENT_PROFILE) --out models/experiments/lenet.csv
+
+PEERS := .peers-venv
+$(PEERS)/.installed: peers/requirements.txt
+	@test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet -r peers/requirements.txt
+	@touch $@
+
+peers: $(PEERS)/.installed
+	$(PEERS)/bin/python peers/run.py --out results
 
 benchmarks: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python "$$b" || exit 1; done
