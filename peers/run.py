@@ -5,8 +5,9 @@ It runs in the peers' own environment (`make peers`: their pins need numpy < 2),
 project's package: it reads the images, the iBUG ``.pts`` files and the course's CSVs itself, and takes the faces
 of each split from the project's saved splits (``data/splits/*.csv``). Each method runs twice per face: end to end
 (its own detector on the whole photograph; the detection overlapping the annotated face is kept) and from a shared
-box (the annotated landmark box: dlib's predictor starts from it, MediaPipe sees a crop around it; MTCNN's points
-come out of its own detector, so it has no shared-box run). Single-threaded, one face at a time.
+box (the annotated landmark box, mapped to the framing of the method's own detector by three numbers fitted on
+its detections: dlib's predictor starts from it, MediaPipe sees a crop around it; MTCNN's points come out of its
+own detector, so it has no shared-box run). Single-threaded, one face at a time.
 
 Writes ``results/peers.csv`` (one row per method, setting and face: detected, NME on each comparable point set,
 per-region NME where a method has the 68 points, milliseconds) and ``results/peers.json`` (versions, machine,
@@ -160,11 +161,13 @@ class MTCNN:
     name = "mtcnn"
 
     def __init__(self):
+        from importlib.metadata import version
+
         import mtcnn
         import tensorflow as tf
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        self.model, self.version, self.last = mtcnn.MTCNN(device="CPU:0"), mtcnn.__version__, []
+        self.model, self.version, self.last = mtcnn.MTCNN(device="CPU:0"), version("mtcnn"), []
 
     def detect(self, rgb):
         self.last = self.model.detect_faces(rgb)
@@ -179,26 +182,50 @@ class MTCNN:
         return {"5": np.array([*eyes, k["nose"], *sorted([k["mouth_left"], k["mouth_right"]])], float)}
 
 
-def run(method, items) -> list[dict]:
-    rows = []
+def calibrate(pairs) -> tuple[float, float, float]:
+    """The detector's box relative to the landmark box, as three numbers (side ratio, centre shift in sides):
+    medians over the faces it detected. The shared-box run gives each method the landmark box mapped this way, so
+    its landmark stage sees the framing it was trained on."""
+    t, d = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    side_t, side_d = (t[:, 2:] - t[:, :2]).max(1), (d[:, 2:] - d[:, :2]).max(1)
+    shift = ((d[:, :2] + d[:, 2:]) - (t[:, :2] + t[:, 2:])) / 2 / side_t[:, None]
+    return float(np.median(side_d / side_t)), *np.median(shift, axis=0).tolist()
+
+
+def calibrated(box, calibration) -> np.ndarray:
+    scale, dx, dy = calibration
+    side = (box[2:] - box[:2]).max()
+    centre = (box[:2] + box[2:]) / 2 + np.array([dx, dy]) * side
+    return np.r_[centre - scale * side / 2, centre + scale * side / 2]
+
+
+def run(method, items) -> tuple[list[dict], tuple]:
+    """Every face end to end, then (for dlib and MediaPipe) from the calibrated landmark box."""
+    rows, pairs, images = [], [], {}
     for spec, name, path, truth in items:
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        truth_box = box_of(truth)
         t0 = time.perf_counter()
         boxes = method.detect(rgb)
         t1 = time.perf_counter()
-        i = pick(boxes, truth_box)
+        i = pick(boxes, box_of(truth))
         pred = None if i is None else method.landmarks(rgb, boxes[i], i)
         t2 = time.perf_counter()
-        base = {"method": method.name, "data": spec, "face": name, "width": rgb.shape[1], "height": rgb.shape[0]}
-        rows.append({**base, "setting": "end to end", "detected": pred is not None, "ms_detect": 1e3 * (t1 - t0),
-                     "ms_landmarks": 1e3 * (t2 - t1), **(errors(pred, truth) if pred else {})})
-        if method.name != "mtcnn":
-            t3 = time.perf_counter()
-            pred = method.landmarks(rgb, truth_box)
-            rows.append({**base, "setting": "shared box", "detected": pred is not None,
-                         "ms_landmarks": 1e3 * (time.perf_counter() - t3), **(errors(pred, truth) if pred else {})})
-    return rows
+        if i is not None:
+            pairs.append((box_of(truth), boxes[i]))
+        rows.append({"method": method.name, "data": spec, "face": name, "setting": "end to end",
+                     "detected": pred is not None, "ms_detect": 1e3 * (t1 - t0), "ms_landmarks": 1e3 * (t2 - t1),
+                     **(errors(pred, truth) if pred else {})})
+    if method.name == "mtcnn" or not pairs:
+        return rows, None
+    calibration = calibrate(pairs)
+    for spec, name, path, truth in items:
+        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        t3 = time.perf_counter()
+        pred = method.landmarks(rgb, calibrated(box_of(truth), calibration))
+        rows.append({"method": method.name, "data": spec, "face": name, "setting": "shared box",
+                     "detected": pred is not None, "ms_landmarks": 1e3 * (time.perf_counter() - t3),
+                     **(errors(pred, truth) if pred else {})})
+    return rows, calibration
 
 
 def main() -> None:
@@ -212,9 +239,10 @@ def main() -> None:
     for cls in (Dlib, MediaPipe, MTCNN):
         if cls.name in args.methods:
             method = cls()
-            versions[cls.name] = method.version
             start = time.time()
-            rows += run(method, items)
+            found, calibration = run(method, items)
+            rows += found
+            versions[cls.name] = {"version": method.version, "box_calibration": calibration}
             print(f"{cls.name} {method.version}: {len(items)} faces in {time.time() - start:.0f} s", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +250,7 @@ def main() -> None:
     table.round({c: 5 for c in table.columns if c.startswith("nme")} | {"ms_detect": 2, "ms_landmarks": 2}).to_csv(
         out / "peers.csv", index=False)
     (out / "peers.json").write_text(json.dumps({
-        "command": "make peers  (peers/run.py " + " ".join(sys.argv[1:]) + ")", "versions": versions,
+        "command": "make peers  (peers/run.py " + " ".join(sys.argv[1:]) + ")", "methods": versions,
         "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "threads": "one (OMP_NUM_THREADS=1, TensorFlow single-threaded)", "faces": len(items),
