@@ -92,6 +92,40 @@ def end_to_end_metrics(result: dict, keypoints_true: np.ndarray, scheme: Scheme 
     return out | {f"auc_{CED_LIMIT:g}": auc(ok) * len(ok) / n if len(ok) else 0.0, "nme_per_face": nme}
 
 
+# point sets every method can be compared on (chapter 09): indices of the 68-point scheme
+SEVEN = (36, 39, 42, 45, 30, 48, 54)          # eye corners, nose tip, mouth corners (MediaPipe's mesh has them)
+REGIONS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
+           "mouth": range(48, 68)}
+
+
+def point_set_nme(pred, truth) -> pd.DataFrame:
+    """Per face (rows), the NME of 68-point predictions (N, 68, 2) on the comparable point sets: ``nme68``,
+    ``nme7`` (:data:`SEVEN`), ``nme5`` (eye centres, nose tip, mouth corners: MTCNN's points) and each of
+    :data:`REGIONS`, all over the outer-eye-corner distance of the truth; NaN where a face has no prediction."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    d = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)[:, None]
+    e = np.linalg.norm(pred - truth, axis=-1) / d
+    five = [np.stack([kp[..., 36:42, :].mean(-2), kp[..., 42:48, :].mean(-2), kp[..., 30, :], kp[..., 48, :],
+                      kp[..., 54, :]], axis=-2) for kp in (pred, truth)]
+    cols = {"nme68": e.mean(1), "nme7": e[:, list(SEVEN)].mean(1),
+            "nme5": (np.linalg.norm(five[0] - five[1], axis=-1) / d).mean(1)}
+    return pd.DataFrame(cols | {f"nme_{r}": e[:, list(i)].mean(1) for r, i in REGIONS.items()})
+
+
+def comparison_table(faces: pd.DataFrame, point_set: str = "nme5") -> pd.DataFrame:
+    """Per method, setting and data set, from one row per face (``detected`` and the NME columns of
+    :func:`point_set_nme`): faces, detection rate, mean and median NME of the detected faces, failure rates at 8 %
+    and 10 % and AUC@0.08 counting an undetected face as a failure (all in percent)."""
+    def summary(g):
+        nme = np.where(g["detected"], g[point_set], np.inf)
+        ok = nme[np.isfinite(nme)]
+        return pd.Series({"faces": len(g), "detected %": 100 * g["detected"].mean(), "NME %": 100 * ok.mean(),
+                          "median NME %": 100 * np.median(ok), "failures >8 %": 100 * np.mean(nme > 0.08),
+                          "failures >10 %": 100 * np.mean(nme > 0.10),
+                          "AUC@0.08 %": 100 * auc(ok) * len(ok) / len(g)})
+    return faces.groupby(["data", "method", "setting"])[["detected", point_set]].apply(summary)
+
+
 def predict_keypoints(model, images, runtime: str = "keras") -> np.ndarray:
     """(N, K, 2) keypoints in pixels of the crops for (N, 96, 96) uint8 face crops; ``model``: anything
     :func:`helpers.predict.load_keypoint_model` takes."""
