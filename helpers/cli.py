@@ -15,7 +15,7 @@ from . import config
 
 config.import_keras()      # TensorFlow's C++ start-up messages silenced before the modules below import Keras
 
-from . import data, detect, evaluate, export, plots, predict, shape, splits, train, video  # noqa: E402
+from . import data, detect, download, evaluate, export, plots, predict, shape, splits, train, video  # noqa: E402
 
 ERRORS = (FileNotFoundError, ValueError, OSError, NotImplementedError, KeyError)  # reported in one line
 
@@ -214,7 +214,7 @@ def cmd_calibrate(args) -> int | None:
 
 
 def cmd_download(args) -> int | None:
-    print(f"{args.name}: ready in {data.download(args.name, url=args.url)}")
+    print(f"{args.name}: ready in {download.download(args.name, url=args.url)}")
 
 
 def cmd_train(args) -> int | None:

@@ -2,6 +2,7 @@
 working directory (nbval runs each notebook from ``notebooks/``, the CLI from anywhere); the environment variables
 ``FKP_DATA_DIR``, ``FKP_FIGURES_DIR`` and ``FKP_PROFILE`` are read by the functions below, when called."""
 import contextlib
+import hashlib
 import os
 import sys
 import uuid
@@ -70,6 +71,12 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"Unknown profile {name!r}; FKP_PROFILE must be one of {sorted(PROFILES)}")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
+
+
+def sha256sum(path) -> str:
+    """The sha256 hex digest of a file's bytes."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_atomic(path, data: bytes | str) -> Path:

@@ -2,11 +2,8 @@
 :func:`read_image`. Unreadable images and unusable keypoints are skipped and listed in ``Dataset.skipped``, keypoints
 outside their image in ``Dataset.warnings``; a wrong schema raises :class:`DataFormatError`."""
 import errno
-import hashlib
 import io
 import re
-import shutil
-import urllib.request
 import zipfile
 from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
@@ -98,17 +95,21 @@ class Dataset(FaceCollection):
 
     def report(self) -> str:
         """A short, human-readable account of what was loaded and what was not."""
-        skipped = ", ".join(f"{n} ({why})" for n, why in self.skipped[:5]) + " ..." * (len(self.skipped) > 5)
-        lines = [repr(self)] + [f"  skipped {len(self.skipped)} unreadable file(s): {skipped}"] * bool(self.skipped)
+        lines = [repr(self)]
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} face(s): " + ", ".join(
+                f"{n} ({why})" for n, why in self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else ""))
         lines += [f"  warning: {w}" for w in self.warnings[:5]]
-        return "\n".join(lines + [f"  ... and {len(self.warnings) - 5} more warnings"] * (len(self.warnings) > 5))
+        if len(self.warnings) > 5:
+            lines.append(f"  ... and {len(self.warnings) - 5} more warnings")
+        return "\n".join(lines)
 
 
 FOLDERS = {"youtube-faces-68": "youtube-faces-68", "300w": "300w-subset", "kaggle": "kaggle"}   # in the data root
 YOUTUBE_URL = ("https://s3.amazonaws.com/video.udacity-data.com/topher/2018/May/5aea1b91_train-test-data/"
                "train-test-data.zip")
 ORIGINS = {"youtube-faces-68": "the Udacity CV Nanodegree's archive of YouTube Faces (Wolf et al., CVPR 2011), "
-                               f"{YOUTUBE_URL} (helpers.data.download fetches it)",
+                               f"{YOUTUBE_URL} (`facekp download` fetches it)",
            "300w": "iBUG 300-W (Sagonas et al. 2013), https://ibug.doc.ic.ac.uk/resources/300-W/, on registration",
            "kaggle": "https://www.kaggle.com/c/facial-keypoints-detection/data (an account; `kaggle competitions "
                      "download -c facial-keypoints-detection`)"}
@@ -128,7 +129,7 @@ def parse_spec(spec: str, root: Path | None = None) -> Spec:
     return Spec(kind, Path(rest).expanduser() if colon else Path(root or config.data_root()) / FOLDERS[kind] / rest)
 
 
-def _not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError:
+def not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError:
     """Where the project looked, what it expected, where the data comes from and how to point FKP_DATA_DIR at it
     (``.short``: the first two only, for a folder the user named)."""
     short = "\n  ".join([f"Data set '{kind}' not found: looked in {looked}."] + [extra] * bool(extra))
@@ -140,60 +141,13 @@ def _not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError
 
 def available() -> list[str]:
     """The data set specs found under the data root (e.g. ``youtube-faces-68``, ``300w/afw``)."""
-    w = parse_spec("300w").path
-    found = ["youtube-faces-68"] * (parse_spec("youtube-faces-68").path / "training_frames_keypoints.csv").exists()
+    found, w = [], parse_spec("300w").path
+    if (parse_spec("youtube-faces-68").path / "training_frames_keypoints.csv").exists():
+        found.append("youtube-faces-68")
     found += [f"300w/{d.name}" for d in sorted(w.glob("*/")) if any(d.glob("*.pts"))]
-    return found + ["kaggle"] * any((parse_spec("kaggle").path / f).exists() for f in ("training.csv", "training.zip"))
-
-
-def sha256sum(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def download_file(url: str, dest: str | Path) -> Path:
-    """Download ``url`` (``file://`` too) to ``dest`` atomically, checked against the sha256 that the first download
-    from the same URL recorded in ``dest.sha256``: a ``dest`` that passes is reused, a mismatch is deleted
-    (``OSError``); a record of another URL does not count (the file is fetched again and recorded)."""
-    dest, record = Path(dest), Path(f"{dest}.sha256")
-    lines = record.read_text().split("\n") if record.exists() else []
-    expected = lines[0].split()[0] if len(lines) > 1 and lines[1] == url and lines[0] else None
-    if dest.exists() and expected and sha256sum(dest) == expected:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{dest}.part")
-    with urllib.request.urlopen(url) as response, open(tmp, "wb") as f:
-        size = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm.wrapattr(f, "write", total=size, desc=dest.name) as out:        # a progress bar
-            shutil.copyfileobj(response, out, 1 << 20)
-    digest = sha256sum(tmp)
-    if expected and digest != expected:
-        tmp.unlink()
-        raise OSError(f"Checksum mismatch for {url}: expected sha256 {expected}, got {digest}. "
-                      f"The download was deleted; try again, or delete {record} if the archive changed upstream.")
-    tmp.replace(dest)
-    record.write_text(f"{digest}  {dest.name}\n{url}\n")
-    return dest
-
-
-def download(name: str, root: Path | None = None, url: str | None = None) -> Path:
-    """Fetch ``youtube-faces-68`` (checksum-verified, cached in ``data/downloads``) into ``root`` (default: the data
-    root); returns its folder. The others need an account: :class:`DatasetNotFoundError` says where to get them."""
-    target = parse_spec(name, root).path
-    if name != "youtube-faces-68":
-        raise _not_found(name, target, "It needs an account or registration (see above); unpack it there.")
-    archive = download_file(url or YOUTUBE_URL, config.PROJECT_DATA_DIR / "downloads" / "train-test-data.zip")
-    staging = target.with_name(target.name + ".extracting")
-    shutil.rmtree(staging, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(staging)              # zipfile drops absolute paths and ".." parts: nothing lands outside
-    inner = next((p.parent for p in staging.rglob("training_frames_keypoints.csv")), None)
-    if inner is None:
-        raise DataFormatError(f"{archive}: no training_frames_keypoints.csv inside")
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.move(str(inner), target)
-    shutil.rmtree(staging, ignore_errors=True)
-    return target
+    if any((parse_spec("kaggle").path / f).exists() for f in ("training.csv", "training.zip")):
+        found.append("kaggle")
+    return found
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:
@@ -242,27 +196,29 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise ImageReadError(path, why) from None
     if not data:
         raise ImageReadError(path, "empty file (0 bytes)")
-    arr, size, old, Image.MAX_IMAGE_PIXELS = None, None, Image.MAX_IMAGE_PIXELS, None   # our limit replaces Pillow's
+    arr, old, Image.MAX_IMAGE_PIXELS = None, Image.MAX_IMAGE_PIXELS, None     # our limit replaces Pillow's
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            size, png16 = im.size, data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:25] == b"\x10"   # 16 bits: OpenCV
-            if im.width * im.height <= max_pixels and not png16:
+        with Image.open(io.BytesIO(data)) as im:                    # reads the header only
+            if im.width * im.height > max_pixels:
+                raise ImageReadError(path, f"{im.width}x{im.height} image is over the {max_pixels:,}-pixel limit")
+            if not (data[:8] == b"\x89PNG\r\n\x1a\n" and data[24:25] == b"\x10"):     # not a 16-bit PNG
                 arr = _pillow_pixels(ImageOps.exif_transpose(im))      # a transposed or copied, decoded image
+    except ImageReadError:
+        raise
     except UnidentifiedImageError:
         pass                                                         # not a Pillow format: OpenCV below
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(path, f"truncated or corrupt image data ({e})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old
-    if arr is None and (size is None or size[0] * size[1] <= max_pixels):
+    if arr is None:
         arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
         if arr is None or arr.size == 0:
             raise ImageReadError(path, f"not an image (no decodable image data in its {len(data)} bytes)")
-        size = arr.shape[1], arr.shape[0]
+        if arr.shape[0] * arr.shape[1] > max_pixels:
+            raise ImageReadError(path, f"{arr.shape[1]}x{arr.shape[0]} image is over the {max_pixels:,}-pixel limit")
         if arr.ndim == 3 and arr.shape[2] in (3, 4):
             arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
-    if size[0] * size[1] > max_pixels:
-        raise ImageReadError(path, f"{size[0]}x{size[1]} image is over the {max_pixels:,}-pixel limit")
     return as_rgb(arr)
 
 
@@ -315,7 +271,7 @@ def _youtube_faces(folder: Path) -> list[_Face]:
     for part in ("training", "test"):
         csv = folder / f"{part}_frames_keypoints.csv"
         if not csv.exists():
-            raise _not_found("youtube-faces-68", csv)
+            raise not_found("youtube-faces-68", csv)
         df = _read_csv(csv)
         if df.shape[1] != 137:
             raise DataFormatError(f"{csv}: expected a file-name column and 136 keypoint columns (x0,y0,...), "
@@ -331,7 +287,7 @@ def _300w_faces(folder: Path) -> list[_Face]:
     """Every ``.pts`` file below ``folder`` and the image beside it; the identity is the file's stem. A ``.pts``
     that cannot be parsed, or an image or ``.pts`` without its partner, is a face listed as missing."""
     if not folder.is_dir():
-        raise _not_found("300w", folder)
+        raise not_found("300w", folder)
     faces, paired = [], set()
     for pts in sorted(folder.rglob("*.pts")):
         try:
@@ -351,7 +307,7 @@ def _300w_faces(folder: Path) -> list[_Face]:
                     "no .pts file next to the image") for p in sorted(folder.rglob("*"))
               if p.suffix.lower() in IMAGE_SUFFIXES and p not in paired and p.is_file()]
     if not faces:
-        raise _not_found("300w", folder, "The folder holds no .pts files.")
+        raise not_found("300w", folder, "The folder holds no .pts files.")
     return faces
 
 
@@ -361,7 +317,7 @@ def _kaggle_faces(path: Path) -> list[_Face]:
     if path.is_dir():
         path = next((path / f for f in ("training.csv", "training.zip") if (path / f).exists()), path)
     if not path.is_file():
-        raise _not_found("kaggle", path, "Place training.csv or training.zip from Kaggle there.")
+        raise not_found("kaggle", path, "Place training.csv or training.zip from Kaggle there.")
     df = _read_csv(path)
     columns = [f"{n}_{a}" for n in SCHEME_15.names for a in "xy"]
     if missing := [c for c in columns + ["Image"] if c not in df.columns]:

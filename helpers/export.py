@@ -16,7 +16,7 @@ import onnxruntime as ort
 from onnx import TensorProto, checker, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantType, quantize_static
 
-from . import config, data, models, splits
+from . import config, models, splits
 
 MAX_INT8_GAP = 0.01      # mean |int8 − float| output, normalised units: 0.01 = 0.48 px at 96²
 
@@ -222,7 +222,7 @@ def export_int8(name_or_path, calibration_images=None, max_faces: int = 256, pat
         raise RuntimeError(f"the int8 export of {keras_path.name} differs from the float model by {gap:.4f} on "
                            f"average (normalised units, limit {MAX_INT8_GAP}); not written")
     float_ms, int8_ms = one_face_ms([float_f, int8_f], x[:1])
-    onnx.helper.set_model_props(proto, {"source": keras_path.name, "source_sha256": data.sha256sum(keras_path),
+    onnx.helper.set_model_props(proto, {"source": keras_path.name, "source_sha256": config.sha256sum(keras_path),
                                         "calibration_faces": f"{len(keep)} typical of {len(calibration_images)}",
                                         "mean_abs_difference": f"{gap:.5f}", "float_ms": f"{float_ms:.4f}",
                                         "int8_ms": f"{int8_ms:.4f}"})
@@ -250,7 +250,7 @@ def int8_for(name_or_path) -> Path | None:
         warnings.warn(f"ignoring {path}: not a readable ONNX file ({type(e).__name__}); re-export it with "
                       f"`facekp export`")
         return None
-    return path if source == data.sha256sum(keras_path) else None
+    return path if source == config.sha256sum(keras_path) else None
 
 
 def preferred_runtime(int8_file) -> str:

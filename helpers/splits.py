@@ -62,7 +62,7 @@ def data_fingerprint(specs) -> str:
     for spec in [specs] if isinstance(specs, str) else specs:
         path = data.parse_spec(spec).path
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] * path.exists()
-        h.update("".join(f"{f.relative_to(path.parent)}\t{data.sha256sum(f)}\n" for f in files).encode())
+        h.update("".join(f"{f.relative_to(path.parent)}\t{config.sha256sum(f)}\n" for f in files).encode())
     return h.hexdigest()
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import cli, data, export
+from helpers import cli, data, download, export
 from .support import face_68, write_face, write_pts
 
 GOOD = 4                                        # good faces in every corpus
@@ -270,6 +270,6 @@ def test_download_from_another_url_is_fetched_again(tmp_path):
     first.write_bytes(b"a bad archive")
     second.write_bytes(b"the good archive")
     dest = tmp_path / "dl" / "archive.zip"
-    data.download_file(first.as_uri(), dest)
-    assert data.download_file(second.as_uri(), dest).read_bytes() == b"the good archive"
+    download.download_file(first.as_uri(), dest)
+    assert download.download_file(second.as_uri(), dest).read_bytes() == b"the good archive"
     assert second.as_uri() in Path(f"{dest}.sha256").read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import data
+from helpers import config, data, download
 from helpers.schemes import SCHEME_15
 
 from .support import face_68, needs_real_data, write_face, write_pts
@@ -137,11 +137,11 @@ def test_unknown_spec():
 def test_download_file_verifies_checksum(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(b"keypoints" * 1000)
-    out = data.download_file(src.as_uri(), tmp_path / "dl" / "a.bin")
+    out = download.download_file(src.as_uri(), tmp_path / "dl" / "a.bin")
     assert out.read_bytes() == src.read_bytes()
     (tmp_path / "dl" / "b.bin.sha256").write_text("0" * 64 + f"  b.bin\n{src.as_uri()}\n")
     with pytest.raises(OSError, match="Checksum mismatch"):
-        data.download_file(src.as_uri(), tmp_path / "dl" / "b.bin")
+        download.download_file(src.as_uri(), tmp_path / "dl" / "b.bin")
     assert not (tmp_path / "dl" / "b.bin").exists() and not (tmp_path / "dl" / "b.bin.part").exists()
 
 
@@ -149,12 +149,12 @@ def test_download_without_published_checksum_records_and_checks_it(tmp_path):
     src = tmp_path / "src.bin"
     src.write_bytes(b"version one")
     dest = tmp_path / "dl" / "a.bin"
-    data.download_file(src.as_uri(), dest)
-    assert (tmp_path / "dl" / "a.bin.sha256").read_text().split()[0] == data.sha256sum(src)
+    download.download_file(src.as_uri(), dest)
+    assert (tmp_path / "dl" / "a.bin.sha256").read_text().split()[0] == config.sha256sum(src)
     src.write_bytes(b"version two, changed upstream")
     dest.unlink()
     with pytest.raises(OSError, match="Checksum mismatch"):
-        data.download_file(src.as_uri(), dest)
+        download.download_file(src.as_uri(), dest)
 
 
 def test_download_youtube_archive_end_to_end(tmp_path, tiny_youtube, monkeypatch):
@@ -169,7 +169,7 @@ def test_download_youtube_archive_end_to_end(tmp_path, tiny_youtube, monkeypatch
             zf.writestr(member, "evil")
     monkeypatch.setattr(data.config, "PROJECT_DATA_DIR", tmp_path / "project-data")
     target_root = tmp_path / "fresh"
-    out = data.download("youtube-faces-68", root=target_root, url=archive.as_uri())
+    out = download.download("youtube-faces-68", root=target_root, url=archive.as_uri())
     assert out == target_root / "youtube-faces-68"
     assert len(data.load("youtube-faces-68", root=target_root, progress=False)) == 6
     assert (tmp_path / "project-data" / "downloads" / "train-test-data.zip.sha256").exists()
@@ -178,7 +178,7 @@ def test_download_youtube_archive_end_to_end(tmp_path, tiny_youtube, monkeypatch
 
 def test_300w_download_explains_registration(tmp_path):
     with pytest.raises(data.DatasetNotFoundError, match="registration"):
-        data.download("300w", root=tmp_path)
+        download.download("300w", root=tmp_path)
 
 
 @needs_real_data

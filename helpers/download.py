@@ -1,0 +1,57 @@
+"""Fetching a data set: a download checked against the sha256 its first download recorded (keyed to its URL), and
+an archive unpacked into the data root without writing outside it (``facekp download``)."""
+import shutil
+import urllib.request
+import zipfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import config
+from .config import sha256sum
+from .data import YOUTUBE_URL, DataFormatError, not_found, parse_spec
+
+
+def download_file(url: str, dest: str | Path) -> Path:
+    """Download ``url`` (``file://`` too) to ``dest`` atomically, checked against the sha256 that the first download
+    from the same URL recorded in ``dest.sha256``: a ``dest`` that passes is reused, a mismatch is deleted
+    (``OSError``); a record of another URL does not count (the file is fetched again and recorded)."""
+    dest, record = Path(dest), Path(f"{dest}.sha256")
+    lines = record.read_text().split("\n") if record.exists() else []
+    expected = lines[0].split()[0] if len(lines) > 1 and lines[1] == url and lines[0] else None
+    if dest.exists() and expected and sha256sum(dest) == expected:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{dest}.part")
+    with urllib.request.urlopen(url) as response, open(tmp, "wb") as f:
+        size = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm.wrapattr(f, "write", total=size, desc=dest.name) as out:        # a progress bar
+            shutil.copyfileobj(response, out, 1 << 20)
+    digest = sha256sum(tmp)
+    if expected and digest != expected:
+        tmp.unlink()
+        raise OSError(f"Checksum mismatch for {url}: expected sha256 {expected}, got {digest}. "
+                      f"The download was deleted; try again, or delete {record} if the archive changed upstream.")
+    tmp.replace(dest)
+    record.write_text(f"{digest}  {dest.name}\n{url}\n")
+    return dest
+
+
+def download(name: str, root: Path | None = None, url: str | None = None) -> Path:
+    """Fetch ``youtube-faces-68`` (checksum-verified, cached in ``data/downloads``) into ``root`` (default: the data
+    root); returns its folder. The others need an account: :class:`DatasetNotFoundError` says where to get them."""
+    target = parse_spec(name, root).path
+    if name != "youtube-faces-68":
+        raise not_found(name, target, "It needs an account or registration (see above); unpack it there.")
+    archive = download_file(url or YOUTUBE_URL, config.PROJECT_DATA_DIR / "downloads" / "train-test-data.zip")
+    staging = target.with_name(target.name + ".extracting")
+    shutil.rmtree(staging, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(staging)              # zipfile drops absolute paths and ".." parts: nothing lands outside
+    inner = next((p.parent for p in staging.rglob("training_frames_keypoints.csv")), None)
+    if inner is None:
+        raise DataFormatError(f"{archive}: no training_frames_keypoints.csv inside")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.move(str(inner), target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
