@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 
+from .schemes import five_points      # also importable as helpers.applications.five_points
 from .shape import similarity
 
 # A generic 3D face in arbitrary units (about 1 unit = 1/20 mm), six points at the indices of the 68-point scheme:
@@ -62,12 +63,6 @@ def draw_pose(image: np.ndarray, keypoints, pose: dict | None = None, length: fl
     for end, colour in zip(p[1:], ((230, 40, 40), (40, 180, 40), (40, 90, 230))):
         cv2.line(out, tuple(np.round(p[0]).astype(int)), tuple(np.round(end).astype(int)), colour, thick, cv2.LINE_AA)
     return out
-
-
-def five_points(keypoints) -> np.ndarray:
-    """(5, 2): the eye centres (mean of each eye's six points; image left first), the nose tip, the mouth corners."""
-    kp = np.asarray(keypoints, np.float64)
-    return np.stack([kp[36:42].mean(0), kp[42:48].mean(0), kp[30], kp[48], kp[54]])
 
 
 def alignment(keypoints, size: int = 112) -> np.ndarray:

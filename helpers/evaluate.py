@@ -15,7 +15,7 @@ from . import config, export, models, predict, splits
 from .augment import hflip
 from .plots import show_keypoints
 from .preprocess import Faces
-from .schemes import Scheme, get_scheme
+from .schemes import Scheme, five_points, get_scheme
 
 CED_LIMIT = 0.08
 
@@ -105,8 +105,7 @@ def point_set_nme(pred, truth) -> pd.DataFrame:
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     d = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)[:, None]
     e = np.linalg.norm(pred - truth, axis=-1) / d
-    five = [np.stack([kp[..., 36:42, :].mean(-2), kp[..., 42:48, :].mean(-2), kp[..., 30, :], kp[..., 48, :],
-                      kp[..., 54, :]], axis=-2) for kp in (pred, truth)]
+    five = [five_points(kp) for kp in (pred, truth)]
     cols = {"nme68": e.mean(1), "nme7": e[:, list(SEVEN)].mean(1),
             "nme5": (np.linalg.norm(five[0] - five[1], axis=-1) / d).mean(1)}
     return pd.DataFrame(cols | {f"nme_{r}": e[:, list(i)].mean(1) for r, i in REGIONS.items()})

@@ -128,3 +128,11 @@ def to_15(keypoints68: np.ndarray) -> np.ndarray:
     if kp.shape[-2:] != (68, 2):
         raise ValueError(f"expected (..., 68, 2) keypoints, got {kp.shape}")
     return np.stack([kp[..., list(group), :].mean(axis=-2) for group in MAP_68_TO_15], axis=-2)
+
+
+def five_points(keypoints68) -> np.ndarray:
+    """(..., 5, 2) from (..., 68, 2): the eye centres (mean of each eye's six points; image left first), the nose
+    tip and the mouth corners (MTCNN's and ArcFace's five points)."""
+    kp = np.asarray(keypoints68, np.float64)
+    return np.stack([kp[..., 36:42, :].mean(-2), kp[..., 42:48, :].mean(-2), kp[..., 30, :], kp[..., 48, :],
+                     kp[..., 54, :]], axis=-2)

@@ -50,6 +50,16 @@ class VideoReader:
     def __len__(self) -> int:
         return min(self.expected or 0, self.max_frames or self.expected or 0)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file or camera (iterating to the end does it too)."""
+        self.cap.release()
+
     def __iter__(self):
         try:
             while self.max_frames is None or self.frames_read < self.max_frames:
@@ -59,7 +69,7 @@ class VideoReader:
                 yield self.frames_read, self.frames_read / self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 self.frames_read += 1
         finally:
-            self.cap.release()
+            self.close()
         if self.expected and self.frames_read < min(self.expected, self.max_frames or self.expected) - 1:
             self.problem = f"{self.source}: truncated: {self.frames_read} of {self.expected} frames could be read"
 
@@ -248,10 +258,11 @@ class Tracker:
             out.flags.append("implausible shape: repaired")
         out.crop, out.raw, self.since_detection = self.crop, kp, self.since_detection + 1
         out.keypoints = self.smoother(kp, t, face_size(kp))
-        self.crop = preprocess.box_to_crop(preprocess.keypoint_box(kp))     # the next crop: the training geometry
-        (x0, y0, side), (h, w) = self.crop, gray.shape
+        box, (h, w) = (preprocess.keypoint_box(kp) if np.isfinite(kp).all() else np.zeros(4)), gray.shape
+        ok = box[2] > box[0] and box[3] > box[1]
+        x0, y0, side = self.crop = preprocess.box_to_crop(box) if ok else (0, 0, 0)   # the training geometry
         if x0 + side <= 0 or y0 + side <= 0 or x0 >= w or y0 >= h or side < 8:
-            self.crop = None                                    # the face left the picture: detect again
+            self.crop = None                                    # collapsed or left the picture: detect again
         return out
 
 

@@ -127,6 +127,15 @@ def test_tracking_follows_a_known_path_with_one_detection(astronaut, lenet):
     assert np.abs(moved - np.array(steps)).max() < 3.0              # the face's centre moves with the frames
 
 
+def test_collapsed_keypoints_lose_the_face_instead_of_failing(astronaut, lenet, monkeypatch):
+    monkeypatch.setattr(lenet.model, "predict_crops", lambda gray, crops: np.full((len(crops), 68, 2), 40.0))
+    tracker = video.Tracker(lenet, video.NoSmoothing(), redetect_every=1000)
+    first = tracker(astronaut, 0, 0.0)
+    assert first.raw is not None and tracker.crop is None           # no crop around a point: look again
+    tracker(astronaut, 1, 0.04)
+    assert tracker.detector_runs == 2
+
+
 def test_frames_without_a_face_are_reported_not_dropped(tmp_path, astronaut, lenet, capsys):
     blank = np.full_like(astronaut, 128)
     path = write_clip(tmp_path / "clip.mp4", [astronaut] * 3 + [blank] * 3 + [astronaut] * 2)
