@@ -15,7 +15,8 @@ help:
 	@echo "make test        run the tests: unit tests + every notebook under nbval (FKP_PROFILE=smoke)"
 	@echo "make reproduce   execute every notebook in order, in place, writing figures/ (FKP_PROFILE, default quick)"
 	@echo "make models      train every recipe in recipes/ from scratch into models/<recipe>/ (profile full; resumes)"
-	@echo "make experiments train every experiment in experiments/ and write the chapters' tables (profile quick)"
+	@echo "make experiments train LeNet's experiments in experiments/ and write chapter 04's table (profile quick)"
+	@echo "make experiments-resnet50  the same for ResNet-50's experiments (profile full: hours each)"
 	@echo "make benchmarks  run the speed benchmarks in benchmarks/"
 	@echo "make peers       run dlib, MediaPipe and MTCNN on the test faces in their own environment (results/)"
 	@echo "make data        download the YouTube-Faces 68-point set into data/"
@@ -42,18 +43,22 @@ reproduce: $(STAMP)
 	done
 
 RECIPES := $(sort $(wildcard recipes/*.toml))
-EXPERIMENTS := $(sort $(wildcard experiments/*.toml))
-EXPERIMENT_PROFILE ?= quick
+# LeNet's experiments are compared in minutes; ResNet-50's only mean something on all the data (hours each).
+# EXPERIMENT_PROFILE=... overrides both.
+EXPERIMENT_PROFILE_lenet ?= quick
+EXPERIMENT_PROFILE_resnet50 ?= full
 
 models: $(STAMP)
 	@for r in $(RECIPES); do n=$$(basename $$r .toml); \
 		$(BIN)/facekp train $$r --profile full --out models/$$n || exit 1; done
 	$(BIN)/facekp readme
 
-experiments: $(STAMP)
-	@for e in $(EXPERIMENTS); do n=$$(basename $$e .toml); \
-		$(BIN)/facekp train $$e --profile $(EXPERIMENT_PROFILE) --out models/runs/$$n-$(EXPERIMENT_PROFILE) || exit 1; done
-	$(BIN)/facekp table models/runs/lenet_*-$(EXPERIMENT_PROFILE) --out models/experiments/lenet.csv
+experiments: experiments-lenet
+
+experiments-%: $(STAMP)
+	@p=$(or $(EXPERIMENT_PROFILE),$(EXPERIMENT_PROFILE_$*)); for e in experiments/$*_*.toml; do n=$$(basename $$e .toml); \
+		$(BIN)/facekp train $$e --profile $$p --out models/runs/$$n-$$p || exit 1; done; \
+	$(BIN)/facekp table models/runs/$*_*-$$p --out models/experiments/$*.csv
 
 PEERS := .peers-venv
 $(PEERS)/.installed: peers/requirements.txt

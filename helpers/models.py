@@ -60,6 +60,21 @@ def build_model(name: str, scheme: Scheme | str = "68", **kwargs) -> keras.Model
     return {"lenet": lenet, "resnet50": resnet50}[name](scheme, **kwargs)
 
 
+def freeze_batchnorm(model: keras.Model) -> int:
+    """Put every batch-norm layer in inference mode for good: it normalises with its moving statistics, which stop
+    changing, and its scale and offset stop training. Training then optimises the network exactly as it predicts
+    (otherwise each batch is normalised by its own statistics, and the moving averages used at inference lag and
+    jitter). Returns the number of layers frozen."""
+    def norms(layer):
+        if isinstance(layer, layers.BatchNormalization):
+            return [layer]
+        return [n for sub in getattr(layer, "layers", []) for n in norms(sub)]
+    frozen = norms(model)
+    for layer in frozen:
+        layer.trainable = False
+    return len(frozen)
+
+
 def count_params(model: keras.Model) -> dict:
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
     total = int(sum(np.prod(v.shape) for v in model.weights))

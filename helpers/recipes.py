@@ -22,7 +22,8 @@ DEFAULTS: dict = {
     "loss": {"kind": "mae", "wing_px": [10.0, 2.0]},                # wing_px: the Wing loss' (w, epsilon), pixels
     "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.0, "clipnorm": None},
     "schedule": {"warmup_epochs": 1, "final_fraction": 0.02},       # cosine decay to learning_rate · final_fraction
-    "training": {"epochs": None, "batch_size": 32, "seed": config.DEFAULT_SEED, "patience": 20},
+    "training": {"epochs": None, "batch_size": 32, "seed": config.DEFAULT_SEED, "patience": 20,
+                 "frozen_bn_epochs": 0},                          # the last epochs train with batch norm frozen
 }
 AUGMENT_KEYS = {f.name for f in fields(AugmentParams)}
 
@@ -85,6 +86,8 @@ def _check(recipe: dict, where: str) -> None:
     for key in ("epochs", "batch_size", "patience"):
         if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
             fail(f"training.{key}", f"must be a whole number >= 1, got {t[key]!r}")
+    if type(t["frozen_bn_epochs"]) is not int or not 0 <= t["frozen_bn_epochs"] < t["epochs"]:
+        fail("training.frozen_bn_epochs", f"must be a whole number from 0 to epochs - 1, got {t['frozen_bn_epochs']!r}")
     for key, v in {"optimizer.learning_rate": o["learning_rate"], "schedule.final_fraction": s["final_fraction"],
                    "optimizer.weight_decay": o["weight_decay"], "model.dropout": m["dropout"],
                    "schedule.warmup_epochs": s["warmup_epochs"]}.items():
@@ -133,6 +136,8 @@ def scaled(recipe: dict, profile: config.Profile) -> dict:
     out = copy.deepcopy(recipe)
     t = out["training"]
     t["epochs"] = profile.epochs(t["epochs"])
+    if t["frozen_bn_epochs"]:                  # scaled like the epochs, and at least one epoch before them
+        t["frozen_bn_epochs"] = min(profile.epochs(t["frozen_bn_epochs"]), t["epochs"] - 1)
     t["patience"] = min(t["patience"], max(5, profile.epochs(t["patience"])))    # short runs still get 5
     out["meta"] = {**out["meta"], "profile": profile.name, "max_faces": profile.max_faces}
     return out

@@ -22,7 +22,7 @@ import pandas as pd
 from . import config, data, evaluate, recipes, splits
 from .augment import Augmenter, KeypointSequence, to_model_inputs
 from .config import write_atomic       # also importable as helpers.train.write_atomic
-from .models import build_model, compile_model, count_params, save_model
+from .models import build_model, compile_model, count_params, freeze_batchnorm, save_model
 from .preprocess import Faces, denormalise_keypoints
 from .schemes import get_scheme, to_15
 
@@ -83,15 +83,16 @@ def save_backup(path: Path, model: keras.Model, state: dict) -> None:
     write_atomic(path, buf.getvalue())
 
 
-def load_backup(path: Path, model: keras.Model) -> dict:
-    """Restore ``model``'s weights and optimizer from a backup; returns the run's state."""
-    model.optimizer.build(model.trainable_variables)
+def load_backup(path: Path, model: keras.Model | None = None) -> dict:
+    """The run's state saved in a backup, after restoring ``model``'s weights and optimizer from it (if given)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             state = json.loads(str(z["state"]))
-            model.set_weights([z[f"w{i}"] for i in range(len(model.weights))])
-            for i, var in enumerate(model.optimizer.variables):
-                var.assign(z[f"o{i}"])
+            if model is not None:
+                model.optimizer.build(model.trainable_variables)
+                model.set_weights([z[f"w{i}"] for i in range(len(model.weights))])
+                for i, var in enumerate(model.optimizer.variables):
+                    var.assign(z[f"o{i}"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:     # not a backup of this network
         raise recipes.RecipeError(f"{path} cannot be resumed ({e}); use another --out or --restart") from None
     return state
@@ -161,11 +162,14 @@ def schedule(recipe: dict, steps_per_epoch: int):
                                                   warmup_target=lr if warmup else None, warmup_steps=warmup)
 
 
-def new_model(recipe: dict, steps_per_epoch: int) -> keras.Model:
-    """The recipe's network, seeded and compiled with its loss, optimizer and schedule."""
+def new_model(recipe: dict, steps_per_epoch: int, frozen_bn: bool = False) -> keras.Model:
+    """The recipe's network, seeded and compiled with its loss, optimizer and schedule (``frozen_bn``: for the
+    last ``frozen_bn_epochs``, batch norm frozen by :func:`helpers.models.freeze_batchnorm`)."""
     keras.utils.set_random_seed(recipe["training"]["seed"])
     m, loss, opt = recipe["model"], recipe["loss"], recipe["optimizer"]
     model = build_model(m["architecture"], str(m["keypoints"]), dropout=m["dropout"])
+    if frozen_bn:
+        freeze_batchnorm(model)
     return compile_model(model, str(m["keypoints"]), schedule(recipe, steps_per_epoch), loss["kind"],
                          loss["wing_px"], opt["weight_decay"], opt["clipnorm"])
 
@@ -179,6 +183,17 @@ def run_logger(run_dir: Path, quiet: bool = False):
         if not quiet:
             print(line, flush=True)
     return log
+
+
+def frozen_bn_phase(recipe: dict, model: keras.Model, steps_per_epoch: int) -> keras.Model:
+    """The network of the run's last ``frozen_bn_epochs``: ``model``'s weights with batch norm frozen and a new
+    optimizer (its moments start afresh for the remaining variables) that continues the schedule at ``model``'s
+    step."""
+    frozen = new_model(recipe, steps_per_epoch, frozen_bn=True)
+    frozen.set_weights(model.get_weights())
+    frozen.optimizer.build(frozen.trainable_variables)
+    frozen.optimizer.iterations.assign(model.optimizer.iterations)
+    return frozen
 
 
 def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: bool = False,
@@ -198,25 +213,31 @@ def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: boo
     augmenter = Augmenter(train_faces.scheme, recipes.augment_params(recipe))
     seq = KeypointSequence(train_faces.images, train_faces.keypoints, train_faces.scheme, t["batch_size"],
                            augmenter=augmenter, shuffle=True, seed=t["seed"])
-    model = new_model(recipe, len(seq))
-    key = recipes.content_hash(recipe)
+    key, backup = recipes.content_hash(recipe), run_dir / FILES["backup"]
     state = {"recipe_hash": key, "epochs_done": 0, "best_val_nme": float("inf"), "best_epoch": 0, "wait": 0,
-             "patience": t["patience"], "history": [], "stopped_by": None}
-    backup = run_dir / FILES["backup"]
+             "patience": t["patience"], "history": [], "stopped_by": None, "frozen_bn": False}
     if backup.exists():
-        saved = load_backup(backup, model)
-        if saved["recipe_hash"] != key:
+        state = load_backup(backup)
+        if state["recipe_hash"] != key:
             raise recipes.RecipeError(f"{run_dir} holds a run of another recipe or profile; use another --out or "
                                       "--restart")
-        state = saved
         log(f"resuming {run_dir} after epoch {state['epochs_done']}")
+    model = new_model(recipe, len(seq), frozen_bn=state.get("frozen_bn", False))
+    if backup.exists():
+        load_backup(backup, model)
     if state["stopped_by"] is None and state["epochs_done"] < t["epochs"]:
         keeper = RunKeeper(run_dir, state, val, seq, log)
         log(f"training {recipe['meta']['name']} ({profile.name}): {len(train_faces)} faces "
             f"({train_faces.source}), validation {sum(map(len, val.values()))}, epochs {state['epochs_done'] + 1}"
             f"-{t['epochs']}, backend {keras.backend.backend()}")
-        model.fit(seq, epochs=t["epochs"], initial_epoch=state["epochs_done"], shuffle=False, callbacks=[keeper],
-                  verbose=1 if progress and sys.stdout.isatty() else 0)
+        thaw_end = t["epochs"] - t["frozen_bn_epochs"]
+        for end in (thaw_end, t["epochs"]):                     # batch norm learning, then (if asked) frozen
+            if t["frozen_bn_epochs"] and state["epochs_done"] >= thaw_end and not state["frozen_bn"]:
+                model, state["frozen_bn"] = frozen_bn_phase(recipe, model, len(seq)), True
+                log(f"batch norm frozen for epochs {state['epochs_done'] + 1}-{t['epochs']}")
+            if state["stopped_by"] is None and state["epochs_done"] < end:
+                model.fit(seq, epochs=end, initial_epoch=state["epochs_done"], shuffle=False, callbacks=[keeper],
+                          verbose=1 if progress and sys.stdout.isatty() else 0)
         state["stopped_by"] = state["stopped_by"] or "epochs"
         save_backup(backup, model, state)
     summary = summarise(run_dir, recipe, state, train_faces, val)
@@ -333,8 +354,8 @@ def models_readme(root: Path | None = None) -> str:
     table = ["| model | parameters | best epoch | training minutes | val NME % | "
              + " | ".join(f"{k} NME %" for k in TEST_SETS) + " | recipe unchanged |",
              "|---|---|---|---|---|" + "---|" * len(TEST_SETS) + "---|", *rows]
-    tables = [f"- `{t.relative_to(config.ROOT).as_posix()}`: `make experiments` (`facekp train` of each "
-              f"`experiments/{t.stem}_*.toml` in the quick profile, then `facekp table`)"
+    tables = [f"- `{t.relative_to(config.ROOT).as_posix()}`: `make experiments-{t.stem}` (`facekp train` of each "
+              f"`experiments/{t.stem}_*.toml`, then `facekp table`; the profile is the Makefile's)"
               for t in sorted(root.glob("experiments/*.csv"))]
     others = [f"- `models/{p.name}`: `facekp shape --fit` (chapter 08's statistical shape model of the training "
               "splits' faces)" for p in sorted(root.glob("shape*.json"))]

@@ -48,6 +48,7 @@ def test_committed_recipes_load(name):
     ({"augment": {"flip_p": 2.0}}, "augment"),
     ({"data": {"repeat": {"300w/afw": 2}}}, "data.repeat.300w/afw"),
     ({"optimiser": {"learning_rate": 1e-3}}, "optimiser"),
+    ({"training": {"frozen_bn_epochs": 150}}, "training.frozen_bn_epochs"),      # as many as the epochs
 ])
 def test_bad_recipes_name_the_file_and_the_key(tmp_path, tables, key):
     path = write_experiment(tmp_path / "bad.toml", **tables)
@@ -98,9 +99,11 @@ def _comparable(run_dir) -> dict:
 
 
 @needs_real_data
-def test_killed_run_resumes_to_the_same_model_and_summary(tmp_path):
-    """Two runs from scratch agree bit for bit; a run killed mid-epoch and resumed agrees with them."""
-    recipe = write_experiment(tmp_path / "tiny.toml", training={"batch_size": 8})
+@pytest.mark.parametrize("frozen_bn_epochs", [0, 1])
+def test_killed_run_resumes_to_the_same_model_and_summary(tmp_path, frozen_bn_epochs):
+    """Two runs from scratch agree bit for bit; a run killed mid-epoch and resumed agrees with them (with a frozen
+    batch-norm epoch: killed just before it starts)."""
+    recipe = write_experiment(tmp_path / "tiny.toml", training={"batch_size": 8, "frozen_bn_epochs": frozen_bn_epochs})
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     train.train(recipe, "smoke", a, quiet=True)
     train.train(recipe, "smoke", b, quiet=True)
@@ -124,6 +127,7 @@ def test_killed_run_resumes_to_the_same_model_and_summary(tmp_path):
     assert _comparable(c) == _comparable(a)
     history = (c / "history.csv").read_text().splitlines()
     assert len(history) == 3                     # header + two epochs, none repeated
+    assert ("batch norm frozen for epochs 2-2" in (c / "train.log").read_text()) == bool(frozen_bn_epochs)
 
 
 @needs_real_data
