@@ -143,6 +143,14 @@ def scaled(recipe: dict, profile: config.Profile) -> dict:
     return out
 
 
+def same_settings(recipe: dict, settings: dict) -> bool:
+    """Whether a (scaled) ``recipe`` asks for exactly the ``settings`` a run recorded in its summary: comments and
+    layout do not count, and a key the run did not record (added to :data:`DEFAULTS` since) must hold its default."""
+    body = {table: keys for table, keys in recipe.items() if table != "meta"}
+    return body == {table: {**DEFAULTS.get(table, {}), **settings.get(table, {})} for table in body} and \
+        set(settings) <= set(body)
+
+
 def content_hash(recipe: dict) -> str:
     """A hash of every setting of a (scaled) recipe, independent of file layout and comments."""
     body = {k: v for k, v in recipe.items() if k != "meta"}

@@ -335,7 +335,8 @@ def models_readme(root: Path | None = None) -> str:
     for summary_file in sorted(root.glob("*/summary.json")):
         name, s = summary_file.parent.name, json.loads(summary_file.read_text())
         recipe_file = config.ROOT / s["recipe"]["path"]
-        current = recipe_file.exists() and recipes.load(recipe_file)["meta"]["sha256"] == s["recipe"]["sha256"]
+        current = recipe_file.exists() and recipes.same_settings(
+            recipes.scaled(recipes.load(recipe_file), config.get_profile(s["recipe"]["profile"])), s["settings"])
         tests = {label: (evaluate.evaluate(str(summary_file.parent / FILES["model"]), spec, split, timing=False)
                          if spec in data.available() else None) for label, (spec, split) in TEST_SETS.items()}
         parts = ", ".join(f"{k} {100 * v:.2f}" for k, v in s["best_val_nme_parts"].items())
@@ -346,13 +347,14 @@ def models_readme(root: Path | None = None) -> str:
                     + " | ".join(cells) + f" | {'yes' if current else '**no**'} |")
         cards += [f"### `{name}`", "",
                   f"- command: `facekp train {s['recipe']['path']} --profile full --out models/{name}`",
-                  f"- recipe sha256 `{s['recipe']['sha256']}` ({'matches' if current else 'does NOT match'} "
-                  f"`{s['recipe']['path']}` in the repository); data fingerprint `{s['data_fingerprint'][:16]}`",
+                  f"- settings: {'match' if current else 'do NOT match'} `{s['recipe']['path']}` in the repository "
+                  f"(its file's sha256 then: `{s['recipe']['sha256'][:16]}`); data fingerprint "
+                  f"`{s['data_fingerprint'][:16]}`",
                   f"- {s['train_faces']} training faces ({s['train_source']}); validation NME by part: {parts}",
                   f"- weights sha256 `{s['weights_sha256'][:16]}`; versions: "
                   + ", ".join(f"{k} {v}" for k, v in s["versions"].items()) + f"; finished {s['finished']}", ""]
     table = ["| model | parameters | best epoch | training minutes | val NME % | "
-             + " | ".join(f"{k} NME %" for k in TEST_SETS) + " | recipe unchanged |",
+             + " | ".join(f"{k} NME %" for k in TEST_SETS) + " | recipe matches |",
              "|---|---|---|---|---|" + "---|" * len(TEST_SETS) + "---|", *rows]
     tables = [f"- `{t.relative_to(config.ROOT).as_posix()}`: `make experiments-{t.stem}` (`facekp train` of each "
               f"`experiments/{t.stem}_*.toml`, then `facekp table`; the profile is the Makefile's)"

@@ -143,10 +143,13 @@ def test_finished_run_is_not_trained_again_and_another_recipe_is_refused(tmp_pat
         train.train(other, "smoke", out, quiet=True)
     # models/README.md is written from run folders: the command, the recipe check, measured test NME
     readme = train.models_readme(tmp_path)
-    assert f"--out models/run`" in readme and "| `run` |" in readme and "matches" in readme
+    assert f"--out models/run`" in readme and "| `run` |" in readme and "settings: match" in readme
     assert readme.count("(≤") == 0 and "YouTube-Faces test NME %" in readme      # no target for this name
-    (tmp_path / "tiny.toml").write_text((tmp_path / "tiny.toml").read_text() + "# edited\n")
-    assert "does NOT match" in train.models_readme(tmp_path)
+    text = (tmp_path / "tiny.toml").read_text()
+    (tmp_path / "tiny.toml").write_text("# a comment does not change the recipe\n" + text)
+    assert "settings: match" in train.models_readme(tmp_path)
+    (tmp_path / "tiny.toml").write_text(text + "[optimizer]\nlearning_rate = 0.002\n")
+    assert "do NOT match" in train.models_readme(tmp_path)
 
 
 def write_kaggle_csv(path, n: int = 60, seed: int = 0) -> np.ndarray:
