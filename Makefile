@@ -9,7 +9,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install test test-fast reproduce models experiments notebook lab benchmarks data lock clean-cache peers
+.PHONY: help install test test-fast reproduce models experiments notebook lab benchmarks data lock clean-cache peers book
 
 help:
 	@echo "make test        run the tests: unit tests + every notebook under nbval (FKP_PROFILE=smoke)"
@@ -21,6 +21,7 @@ help:
 	@echo "make peers       run dlib, MediaPipe and MTCNN on the test faces in their own environment (results/)"
 	@echo "make data        download the YouTube-Faces 68-point set into data/"
 	@echo "make lab         start JupyterLab"
+	@echo "make book        render the chapters as a book (Jupyter Book, from the stored outputs) into build/book/"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,12 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# the book's tools (the optional `book` extra) go into the same environment, on top of the dev install
+BOOK_STAMP := $(VENV)/.installed-book
+$(BOOK_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,book]"
+	@touch $@
 
 test: $(STAMP)
 	FKP_PROFILE=smoke FKP_FIGURES_DIR=$(CURDIR)/build/smoke-figures $(BIN)/pytest --nbval-lax tests $(NOTEBOOKS)
@@ -79,8 +86,16 @@ data: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
-lock: $(STAMP)
+lock: $(BOOK_STAMP)
 	$(BIN)/pip freeze --exclude-editable > constraints.txt
+
+# The book: README.md, book/licences.md, then every chapter with the outputs stored in it (never executed), built from
+# a staging copy (book/stage.py) so that paths relative to the repository root resolve. Offline; any warning (a broken
+# link or cross-reference, a missing toc entry or image) fails the build.
+book: $(BOOK_STAMP)
+	$(BIN)/python book/stage.py build/book-src
+	$(BIN)/jupyter-book build build/book-src --path-output build/book --all --warningiserror --nitpick --keep-going
+	@echo "book: $(CURDIR)/build/book/_build/html/index.html"
 
 clean-cache:
 	rm -rf data/cache build/smoke-figures

@@ -13,7 +13,7 @@ Measures, in one run on this machine:
    share of a LeNet training step, and the wall-clock rate of LeNet fed by an augmenting sequence versus the
    same sequence without augmentation, both through ``model.fit`` (threads, ``workers=2``), alternated.
 
-Targets (issue 4): the pipeline on **one** core delivers ≥ 20× the rate of the model it feeds, and costs ≤ 10 %
+Targets: the pipeline on **one** core delivers ≥ 20× the rate of the model it feeds, and costs ≤ 10 %
 of a training step when both run together.
 
 Run from the project root: ``.venv/bin/python benchmarks/augment.py`` (about 3 minutes on 2 busy CPU cores).

@@ -14,7 +14,7 @@ Measures, in one run, median latencies (milliseconds) of
 The headline numbers use the runtime :class:`helpers.predict.Predictor` picks by default (``auto``: when an int8
 export matches the model file, whichever of it and the float ONNX graph was faster at export time; else Keras).
 
-Targets (issue 6): keypoints ≤ 1 ms per face for LeNet and ≤ 10 ms for ResNet-50 on one image, detection +
+Targets: keypoints ≤ 1 ms per face for LeNet and ≤ 10 ms for ResNet-50 on one image, detection +
 keypoints ≤ 36 ms end to end for a 320-px portrait. Next to each wall-clock median the median CPU time (all
 threads) is printed, and for the networks the arithmetic rate their latency implies (GFLOP per face from the
 layer shapes / latency): on a shared machine the wall clock waits for other processes, and the rate shows how
