@@ -15,7 +15,7 @@ help:
 	@echo "make test        run the tests: unit tests + every notebook under nbval (FKP_PROFILE=smoke)"
 	@echo "make reproduce   execute every notebook in order, in place, writing figures/ (FKP_PROFILE, default quick)"
 	@echo "make models      train every recipe in recipes/ from scratch into models/<recipe>/ (profile full; resumes)"
-	@echo "make experiments train LeNet's experiments in experiments/ and write chapter 04's table (profile quick)"
+	@echo "make experiments train LeNet's experiments in experiments/ and write chapter 05's table (profile quick)"
 	@echo "make experiments-resnet50  the same for ResNet-50's experiments (profile full: hours each)"
 	@echo "make benchmarks  run the speed benchmarks in benchmarks/"
 	@echo "make peers       run dlib, MediaPipe and MTCNN on the test faces in their own environment (results/)"

@@ -1,4 +1,4 @@
-"""Benchmark: video tracking and smoothing (chapter 08).
+"""Benchmark: video tracking and smoothing (chapter 09).
 
 Jitter needs ground truth, which real clips do not have, so annotated validation photographs (HELEN and LFPW, never
 trained on) are turned into clips with known keypoints in every frame (``helpers.video.moving_sequence``: a smooth

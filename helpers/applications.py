@@ -1,4 +1,4 @@
-"""What keypoints are for (chapter 10): head pose, face alignment, blink and speech signals, an AR overlay. Each takes
+"""What keypoints are for (chapter 11): head pose, face alignment, blink and speech signals, an AR overlay. Each takes
 68 keypoints (K, 2) in image pixels (0-based pixel centres) and the image or its size."""
 import cv2
 import numpy as np

@@ -47,7 +47,7 @@ class Profile:
     expansion_factor: int        # k of the offline dataset expansion (chapter 03)
     eval_max_faces: int | None   # faces per evaluation set
     benchmark_repeats: int
-    video_sequences: tuple[int, int]   # synthetic sequences and their frames (chapter 08, benchmarks/video.py)
+    video_sequences: tuple[int, int]   # synthetic sequences and their frames (chapter 09, benchmarks/video.py)
 
     def epochs(self, full: int) -> int:
         """The number of epochs this profile runs of a recipe planned for ``full`` epochs."""

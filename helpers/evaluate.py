@@ -1,4 +1,4 @@
-"""Every number the project reports about a model (chapters 04-07, ``facekp evaluate``), and its figures.
+"""Every number the project reports about a model (chapters 05-08, ``facekp evaluate``), and its figures.
 
 **NME**: per face, the mean error of its present keypoints / the scheme's normalising distance (outer eye corners
 for 68 points, eye centres for 15); **CED**: the fraction of faces with NME ≤ x; **AUC@0.08**: its area up to 0.08,
@@ -92,7 +92,7 @@ def end_to_end_metrics(result: dict, keypoints_true: np.ndarray, scheme: Scheme 
     return out | {f"auc_{CED_LIMIT:g}": auc(ok) * len(ok) / n if len(ok) else 0.0, "nme_per_face": nme}
 
 
-# point sets every method can be compared on (chapter 09): indices of the 68-point scheme
+# point sets every method can be compared on (chapter 10): indices of the 68-point scheme
 SEVEN = (36, 39, 42, 45, 30, 48, 54)          # eye corners, nose tip, mouth corners (MediaPipe's mesh has them)
 REGIONS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
            "mouth": range(48, 68)}

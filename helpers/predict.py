@@ -1,4 +1,4 @@
-"""From a photograph to keypoints in its own pixel coordinates (chapter 07, ``facekp predict``, the benchmarks):
+"""From a photograph to keypoints in its own pixel coordinates (chapter 08, ``facekp predict``, the benchmarks):
 read → gray → Haar boxes → calibrated crops (:mod:`helpers.detect`) → one forward pass for all the image's faces
 (:class:`KeypointModel`: float32 (B, S, S, 1) gray in [0, 1] → (B, 2K) normalised keypoints) → image pixels."""
 import time

@@ -359,7 +359,7 @@ def models_readme(root: Path | None = None) -> str:
     tables = [f"- `{t.relative_to(config.ROOT).as_posix()}`: `make experiments-{t.stem}` (`facekp train` of each "
               f"`experiments/{t.stem}_*.toml`, then `facekp table`; the profile is the Makefile's)"
               for t in sorted(root.glob("experiments/*.csv"))]
-    others = [f"- `models/{p.name}`: `facekp shape --fit` (chapter 08's statistical shape model of the training "
+    others = [f"- `models/{p.name}`: `facekp shape --fit` (chapter 09's statistical shape model of the training "
               "splits' faces)" for p in sorted(root.glob("shape*.json"))]
     others += [f"- `{p.relative_to(root.parent).as_posix()}`: `facekp export {p.parent.name}` (int8 ONNX for fast "
                "inference)" for p in sorted(root.glob("*/model.int8.onnx"))]

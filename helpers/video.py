@@ -1,4 +1,4 @@
-"""Video (chapter 08, ``facekp video``): frames from a file or a webcam; the face tracked from frame to frame through
+"""Video (chapter 09, ``facekp video``): frames from a file or a webcam; the face tracked from frame to frame through
 the crop geometry the networks were trained on (the detector runs on the first frame and only when needed); the
 keypoints checked against the shape model and smoothed over time; an annotated video and one JSON line per frame.
 
@@ -104,7 +104,7 @@ class OneEuro:
     """The One Euro filter: an exponential smoother whose cutoff frequency rises with speed, so a still face is
     smoothed hard (``min_cutoff`` Hz) and a moving one follows with little lag. ``beta`` in Hz per (face sizes per
     second): the speed is measured relative to the face size, so the setting does not depend on resolution. The
-    defaults come from the parameter study of chapter 08 (``benchmarks/video.py`` measures them)."""
+    defaults come from the parameter study of chapter 09 (``benchmarks/video.py`` measures them)."""
 
     def __init__(self, min_cutoff: float = 2.0, beta: float = 4.0, d_cutoff: float = 1.0):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff

@@ -1,4 +1,4 @@
-"""The peers of chapter 09 on the project's test and validation faces: dlib (HOG detector + the 68-point shape
+"""The peers of chapter 10 on the project's test and validation faces: dlib (HOG detector + the 68-point shape
 predictor), MediaPipe Face Mesh (BlazeFace + a 468-point mesh) and MTCNN (a cascade of three CNNs + 5 points).
 
 It runs in the peers' own environment (`make peers`: their pins need numpy < 2), so it does not import the
