@@ -278,9 +278,10 @@ def experiments_table(run_dirs) -> pd.DataFrame:
     for run_dir in map(Path, run_dirs):
         s = json.loads((run_dir / FILES["summary"]).read_text())
         files = s["recipe"]["files"]
-        base = recipes.load(config.ROOT / files[0]) if len(files) > 1 else None
+        base = (recipes.scaled(recipes.load(config.ROOT / files[0]), config.get_profile(s["recipe"]["profile"]))
+                if len(files) > 1 else None)                           # scaled like the run: epochs compare
         changed = [f"{t}.{k}={v}" for t, table in s["settings"].items() for k, v in table.items()
-                   if base and t != "training" and base[t].get(k) != v]     # training.*: scaled by the profile
+                   if base and base[t].get(k) != v]
         rows.append({"experiment": s["recipe"]["name"], "changes": ", ".join(changed) or "none (the base recipe)",
                      "epochs": s["epochs_run"], "best epoch": s["best_epoch"],
                      "val NME %": round(100 * s["best_val_nme"], 3),

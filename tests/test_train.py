@@ -128,6 +128,8 @@ def test_killed_run_resumes_to_the_same_model_and_summary(tmp_path, frozen_bn_ep
     history = (c / "history.csv").read_text().splitlines()
     assert len(history) == 3                     # header + two epochs, none repeated
     assert ("batch norm frozen for epochs 2-2" in (c / "train.log").read_text()) == bool(frozen_bn_epochs)
+    changes = "training.batch_size=8" + (", training.frozen_bn_epochs=1" if frozen_bn_epochs else "")
+    assert train.experiments_table([c])["changes"].tolist() == [changes]     # training keys count too
 
 
 @needs_real_data
