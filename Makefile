@@ -93,6 +93,7 @@ lock: $(BOOK_STAMP)
 # a staging copy (book/stage.py) so that paths relative to the repository root resolve. Offline; any warning (a broken
 # link or cross-reference, a missing toc entry or image) fails the build.
 book: $(BOOK_STAMP)
+	rm -rf build/book                       # no page of a renamed or deleted chapter survives
 	$(BIN)/python book/stage.py build/book-src
 	$(BIN)/jupyter-book build build/book-src --path-output build/book --all --warningiserror --nitpick --keep-going
 	@echo "book: $(CURDIR)/build/book/_build/html/index.html"
