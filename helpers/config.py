@@ -45,7 +45,7 @@ class Profile:
     max_epochs: int | None
     batch_size: int              # batches shown in chapter 03 (a recipe sets its own)
     expansion_factor: int        # k of the offline dataset expansion (chapter 03)
-    eval_max_faces: int | None   # faces per evaluation set
+    eval_max_faces: int | None   # faces per evaluation set (None: all; only the smoke profile cuts evaluation short)
     benchmark_repeats: int
     video_sequences: tuple[int, int]   # synthetic sequences and their frames (chapter 09, benchmarks/video.py)
 
@@ -59,7 +59,7 @@ PROFILES: dict[str, Profile] = {      # smoke: seconds (CI); quick: minutes on a
     "smoke": Profile("smoke", max_faces=120, epoch_fraction=0.02, max_epochs=2, batch_size=16,
                      expansion_factor=2, eval_max_faces=40, benchmark_repeats=3, video_sequences=(2, 20)),
     "quick": Profile("quick", max_faces=1200, epoch_fraction=0.1, max_epochs=None, batch_size=32,
-                     expansion_factor=3, eval_max_faces=400, benchmark_repeats=20, video_sequences=(10, 50)),
+                     expansion_factor=3, eval_max_faces=None, benchmark_repeats=20, video_sequences=(10, 50)),
     "full": Profile("full", max_faces=None, epoch_fraction=1.0, max_epochs=None, batch_size=32,
                     expansion_factor=5, eval_max_faces=None, benchmark_repeats=100, video_sequences=(40, 100)),
 }

@@ -290,12 +290,14 @@ def experiments_table(run_dirs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def committed_or_trained(name: str, profile=None, train_now: bool = False) -> RunResult:
-    """For the chapters: in the full profile the committed run ``models/<name>/``; otherwise (or with
-    ``train_now``) a run of ``recipes/<name>.toml`` with the profile's sizes in ``models/runs/`` (resumed if there)."""
+def committed_or_trained(name: str, profile=None, train_now: bool = False, *, prefer_committed: bool = False
+                         ) -> RunResult:
+    """For the chapters: the committed run ``models/<name>/`` in the full profile (in every profile with
+    ``prefer_committed``, as the chapters that evaluate want); otherwise (or with ``train_now``, or where nothing is
+    committed) a run of ``recipes/<name>.toml`` with the profile's sizes in ``models/runs/`` (resumed if there)."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
     committed = config.MODELS_DIR / name
-    if profile.name == "full" and not train_now and (committed / FILES["summary"]).exists():
+    if (profile.name == "full" or prefer_committed) and not train_now and (committed / FILES["summary"]).exists():
         return RunResult(committed, json.loads((committed / FILES["summary"]).read_text()),
                          pd.read_csv(committed / FILES["history"]))
     try:

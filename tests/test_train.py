@@ -222,3 +222,18 @@ def test_a_table_given_as_a_value_is_named(tmp_path):
     path.write_text(f'base = "{RECIPE.as_posix()}"\ntraining = 3\n')
     with pytest.raises(recipes.RecipeError, match=r"bad\.toml: \[training\] is not a recipe table"):
         recipes.load(path)
+
+
+def test_evaluating_chapters_use_the_committed_model_in_every_profile(tmp_path, monkeypatch):
+    committed = tmp_path / "lenet"
+    committed.mkdir()
+    (committed / train.FILES["summary"]).write_text(json.dumps({"best_epoch": 3}))
+    (committed / train.FILES["history"]).write_text("epoch,val_nme\n1,0.1\n")
+    monkeypatch.setattr(config, "MODELS_DIR", tmp_path)
+    trained = []
+    monkeypatch.setattr(train, "train", lambda *a, **k: trained.append(a) or "trained")
+    run = train.committed_or_trained("lenet", "smoke", prefer_committed=True)
+    assert run.run_dir == committed and run.summary["best_epoch"] == 3 and not trained
+    assert train.committed_or_trained("lenet", "full").run_dir == committed
+    assert train.committed_or_trained("lenet", "smoke") == "trained"                   # a training chapter
+    assert train.committed_or_trained("lenet", "smoke", True, prefer_committed=True) == "trained"   # TRAIN = True
