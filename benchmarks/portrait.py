@@ -72,14 +72,7 @@ def median_ms(fn, repeats: int, warmup: int = 2) -> float:
 
 def model_gflop(model) -> float:
     """Multiply-adds × 2 of the convolutions and dense layers for one face, computed from layer shapes."""
-    total = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.Conv2D):
-            out, k = layer.output.shape, layer.kernel.shape
-            total += 2 * out[1] * out[2] * out[3] * k[0] * k[1] * k[2]
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
-    return total / 1e9
+    return 2 * models.layer_costs(model)["multiply-adds"].sum() / 1e9
 
 
 def portrait() -> tuple[np.ndarray, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import keras
 import numpy as np
+import pandas as pd
 from keras import layers, ops
 
 from . import config
@@ -60,19 +61,39 @@ def build_model(name: str, scheme: Scheme | str = "68", **kwargs) -> keras.Model
     return {"lenet": lenet, "resnet50": resnet50}[name](scheme, **kwargs)
 
 
+def _leaves(layer) -> list:
+    """The layers of a model with nested models opened up (``resnet50``'s trunk is one nested model)."""
+    subs = getattr(layer, "layers", None)
+    return [leaf for sub in subs for leaf in _leaves(sub)] if subs else [layer]
+
+
 def freeze_batchnorm(model: keras.Model) -> int:
     """Put every batch-norm layer in inference mode for good: it normalises with its moving statistics, which stop
     changing, and its scale and offset stop training. Training then optimises the network exactly as it predicts
     (otherwise each batch is normalised by its own statistics, and the moving averages used at inference lag and
     jitter). Returns the number of layers frozen."""
-    def norms(layer):
-        if isinstance(layer, layers.BatchNormalization):
-            return [layer]
-        return [n for sub in getattr(layer, "layers", []) for n in norms(sub)]
-    frozen = norms(model)
+    frozen = [layer for layer in _leaves(model) if isinstance(layer, layers.BatchNormalization)]
     for layer in frozen:
         layer.trainable = False
     return len(frozen)
+
+
+def layer_costs(model: keras.Model) -> pd.DataFrame:
+    """Output shape, parameters and multiply-adds per face of each convolution and dense layer: a convolution
+    multiplies kh·kw·c_in·c_out at every output position, a dense layer its kernel once. Batch norm, activations and
+    pooling add little arithmetic and are left out."""
+    rows = []
+    for layer in _leaves(model):
+        out = layer.output.shape[1:]
+        if isinstance(layer, layers.Conv2D):
+            macs = int(np.prod(out[:2]) * np.prod(layer.kernel.shape))
+        elif isinstance(layer, layers.Dense):
+            macs = int(np.prod(layer.kernel.shape))
+        else:
+            continue
+        rows.append({"layer": layer.name, "output": "×".join(map(str, out)),
+                     "parameters": int(sum(np.prod(w.shape) for w in layer.weights)), "multiply-adds": macs})
+    return pd.DataFrame(rows).set_index("layer")
 
 
 def count_params(model: keras.Model) -> dict:

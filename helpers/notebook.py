@@ -1,5 +1,6 @@
 """The one setup call at the top of every chapter: seeds, plot style, and the versions that produced it."""
 import importlib
+import logging
 import os
 import platform
 import random
@@ -23,6 +24,8 @@ def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
     if deep_learning:
         keras = config.import_keras()
         keras.utils.set_random_seed(seed)
+        # a chapter that evaluates several models traces one graph each, which TensorFlow's logger calls "retracing"
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
         names += ["keras", os.environ.get("KERAS_BACKEND", "tensorflow")]
     versions = {"python": platform.python_version()}
     for name in names:

@@ -1,0 +1,48 @@
+"""What every chapter promises its reader, checked on the notebooks' text (nothing is executed): the thesis format
+(objectives, summary, exercises with hidden worked solutions, references) and no trace of the project's own history
+in the prose."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+# the project's history, as opposed to the method: its runs, sessions, issues, what it committed or published
+HISTORY = re.compile(r"\b(committed|publish(?:ed|es|ing)?|sessions?|issues?|"
+                     r"(?:next|last|previous|earlier|later|latest|fourth|fifth|our) (?:training )?runs?)\b",
+                     re.IGNORECASE)
+
+
+def _cells(path, kind):
+    return [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == kind]
+
+
+def _markdown(path):
+    return "\n".join("".join(c["source"]) for c in _cells(path, "markdown"))
+
+
+def test_there_are_chapters():
+    assert len(CHAPTERS) >= 11
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_prose_tells_no_project_history(path):
+    found = sorted({m.group(0) for m in HISTORY.finditer(_markdown(path))})
+    assert not found, f"{path.name}: the prose mentions {found}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_chapter_has_objectives_summary_exercises_and_references(path):
+    text = _markdown(path)
+    assert "In this chapter you will" in text, f"{path.name}: no objectives"
+    for heading in ("Summary", "Exercises", "References"):
+        assert re.search(rf"(?m)^##+ {heading}\b", text), f"{path.name}: no '## {heading}' section"
+    exercises = text[re.search(r"(?m)^##+ Exercises\b", text).end():]
+    count = len(re.findall(r"(?m)^\d+\. \*\*", exercises))
+    assert 3 <= count <= 6, f"{path.name}: {count} exercises (3–6 expected, each '1. **Title**')"
+    hidden = [c for c in _cells(path, "code") if c["metadata"].get("jupyter", {}).get("source_hidden")]
+    assert hidden, f"{path.name}: no worked solution (a collapsed code cell)"
