@@ -44,7 +44,7 @@ def get_cascade(name: str = DEFAULT_CASCADE) -> cv2.CascadeClassifier:
 
 def detect_faces(image: np.ndarray, params: DetectorParams | None = None, **overrides) -> np.ndarray:
     """Face boxes (N, 4) float32 in the pixel coordinates of ``image`` (any array :func:`helpers.data.as_rgb`
-    accepts), largest first. Keyword arguments override fields of ``params`` (e.g. ``min_neighbors=3``)."""
+    accepts), largest first (equal sizes left to right: the cascade's own order varies). Keyword arguments override fields of ``params`` (e.g. ``min_neighbors=3``)."""
     p = replace(params or DetectorParams(), **overrides)
     gray = preprocess.to_gray(image)
     h, w = gray.shape
@@ -57,7 +57,7 @@ def detect_faces(image: np.ndarray, params: DetectorParams | None = None, **over
                                                     minSize=(min_px, min_px)) if min(gray.shape) >= min_px else ()
     r = np.asarray(found, dtype=np.float64).reshape(-1, 4)
     boxes = np.concatenate([r[:, :2], r[:, :2] + r[:, 2:]], axis=1) / s - 0.5
-    return boxes[np.argsort(-(r[:, 2] * r[:, 3]), kind="stable")].astype(np.float32)
+    return boxes[np.lexsort((r[:, 1], r[:, 0], -(r[:, 2] * r[:, 3])))].astype(np.float32)
 
 
 def iou(a, b) -> np.ndarray:
