@@ -10,6 +10,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -49,17 +50,34 @@ def _as_scheme(faces: Faces, keypoints: int) -> Faces:
     return replace(faces, keypoints=to_15(faces.keypoints), scheme=get_scheme("15"))
 
 
-def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str, Faces]]:
-    """(training faces, {validation part: faces}) of a scaled recipe: the ``train`` splits of ``[data].train``
-    (each repeated ``repeat`` times) and the ``val`` splits of ``[data].validation``."""
-    d, k, max_faces = recipe["data"], recipe["model"]["keypoints"], recipe["meta"].get("max_faces")
-    present = set(data.available())
-    specs = d["train"] if set(d["train"]) <= present or not d["fallback_train"] else d["fallback_train"]
-    validation = d["validation"] if specs is d["train"] else d["fallback_train"]
-    missing = sorted(set(specs + validation) - present)
-    if missing:
+def resolve_data(recipe: dict) -> dict:
+    """The scaled recipe with ``[data]`` as this machine can run it: unchanged when every data set is on disk (so its
+    content hash is the recipe's own); else ``fallback_train``, for training and validation, when a ``train`` set is
+    missing and the recipe names one; else the sets that are on disk, with a warning naming the others (a clone
+    with only the YouTube-Faces download runs every chapter). ``meta["missing_data"]`` lists what was left out."""
+    d, present = recipe["data"], set(data.available())
+    if set(d["train"] + d["validation"]) <= present:
+        return recipe
+    specs = (d["train"], d["validation"]) if set(d["train"]) <= present or not d["fallback_train"] else \
+        (d["fallback_train"], d["fallback_train"])
+    use, missing = [[s for s in part if s in present] for part in specs], sorted(set(sum(specs, [])) - present)
+    if not all(use):
         raise data.DatasetNotFoundError(f"{recipe['meta']['path']}: data set(s) {missing} not found under "
                                         f"{config.data_root()} (set FKP_DATA_DIR)")
+    if missing:
+        warnings.warn(f"{recipe['meta']['path']}: {', '.join(missing)} not found under {config.data_root()}: "
+                      f"training on {', '.join(use[0])} and validating on {', '.join(use[1])} only", stacklevel=3)
+    return {**recipe, "meta": {**recipe["meta"], "missing_data": missing},
+            "data": {**d, "train": use[0], "validation": use[1], "fallback_train": [],
+                     "repeat": {k: v for k, v in d["repeat"].items() if k in use[0]}}}
+
+
+def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str, Faces]]:
+    """(training faces, {validation part: faces}) of a scaled recipe (:func:`resolve_data`): the ``train`` splits
+    of ``[data].train`` (each repeated ``repeat`` times) and the ``val`` splits of ``[data].validation``."""
+    recipe = resolve_data(recipe)
+    d, k, max_faces = recipe["data"], recipe["model"]["keypoints"], recipe["meta"].get("max_faces")
+    specs, validation = d["train"], d["validation"]
     parts, labels = [], []
     for spec in specs:
         times = d["repeat"].get(spec, 1)
@@ -202,8 +220,10 @@ def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: boo
     ``out`` defaults to ``models/runs/<recipe name>-<profile>``; ``restart`` discards an earlier run there;
     ``progress`` shows progress bars (data loading, and each epoch's batches on a terminal)."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
-    recipe = recipes.scaled(recipes.load(recipe_path), profile)
-    run_dir = Path(out or config.RUNS_DIR / f"{recipe['meta']['name']}-{profile.name}")
+    recipe = resolve_data(recipes.scaled(recipes.load(recipe_path), profile))
+    partial = "".join(f"-{s.rpartition('/')[2]}" for s in recipe["data"]["train"]) \
+        if recipe["meta"].get("missing_data") else ""              # a run on part of the data has its own folder
+    run_dir = Path(out or config.RUNS_DIR / f"{recipe['meta']['name']}-{profile.name}{partial}")
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in FILES.values() if restart else ():
         (run_dir / name).unlink(missing_ok=True)

@@ -208,6 +208,23 @@ def test_missing_data_sets_are_named(tmp_path, monkeypatch):
         train.training_data(recipes.scaled(recipes.load(RECIPE), config.get_profile("smoke")))
 
 
+def test_a_clone_with_only_youtube_faces_trains_on_it_and_says_so(tiny_youtube, monkeypatch):
+    monkeypatch.setenv("FKP_DATA_DIR", str(tiny_youtube))
+    recipe = recipes.scaled(recipes.load(RECIPE), config.get_profile("smoke"))
+    with pytest.warns(UserWarning, match="300w/helen-train, 300w/lfpw-train not found"):
+        resolved = train.resolve_data(recipe)
+    assert resolved["data"]["train"] == resolved["data"]["validation"] == ["youtube-faces-68"]
+    assert resolved["meta"]["missing_data"] == ["300w/helen-train", "300w/lfpw-train"]
+    assert recipes.content_hash(resolved) != recipes.content_hash(recipe)       # a run of other data
+    assert train.resolve_data(resolved) is resolved                             # nothing left to resolve
+
+
+@needs_real_data
+def test_with_all_data_the_recipe_is_unchanged():
+    recipe = recipes.scaled(recipes.load(RECIPE), config.get_profile("smoke"))
+    assert train.resolve_data(recipe) is recipe
+
+
 @needs_real_data
 def test_an_unreadable_backup_is_a_clear_error(tmp_path):
     recipe = write_experiment(tmp_path / "tiny.toml")
