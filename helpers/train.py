@@ -204,13 +204,16 @@ def run_logger(run_dir: Path, quiet: bool = False):
 
 
 def frozen_bn_phase(recipe: dict, model: keras.Model, steps_per_epoch: int) -> keras.Model:
-    """The network of the run's last ``frozen_bn_epochs``: ``model``'s weights with batch norm frozen and a new
-    optimizer (its moments start afresh for the remaining variables) that continues the schedule at ``model``'s
-    step."""
+    """The network of the run's last ``frozen_bn_epochs``: ``model``'s weights with batch norm frozen, and a new
+    optimizer (JAX wants its variables to be the trainable ones) that carries over the step and the optimizer's
+    state of every variable that still trains: fresh zero moments at a late step would escape Adam's bias
+    correction and take steps several times too large."""
     frozen = new_model(recipe, steps_per_epoch, frozen_bn=True)
     frozen.set_weights(model.get_weights())
     frozen.optimizer.build(frozen.trainable_variables)
-    frozen.optimizer.iterations.assign(model.optimizer.iterations)
+    state = {v.name: v for v in model.optimizer.variables}     # e.g. "conv1_conv_kernel_momentum", "iteration"
+    for v in frozen.optimizer.variables:
+        v.assign(state[v.name])
     return frozen
 
 
@@ -313,13 +316,19 @@ def experiments_table(run_dirs) -> pd.DataFrame:
 def committed_or_trained(name: str, profile=None, train_now: bool = False, *, prefer_committed: bool = False
                          ) -> RunResult:
     """For the chapters: the committed run ``models/<name>/`` in the full profile (in every profile with
-    ``prefer_committed``, as the chapters that evaluate want); otherwise (or with ``train_now``, or where nothing is
-    committed) a run of ``recipes/<name>.toml`` with the profile's sizes in ``models/runs/`` (resumed if there)."""
+    ``prefer_committed``, as the chapters that evaluate want); otherwise (or with ``train_now``) a run of
+    ``recipes/<name>.toml`` with the profile's sizes in ``models/runs/`` (resumed if there). In the full profile a
+    missing model is an error unless ``train_now``: a full recipe trains for hours."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
     committed = config.MODELS_DIR / name
     if (profile.name == "full" or prefer_committed) and not train_now and (committed / FILES["summary"]).exists():
         return RunResult(committed, json.loads((committed / FILES["summary"]).read_text()),
                          pd.read_csv(committed / FILES["history"]))
+    if profile.name == "full" and not train_now:        # hours of training must be asked for, not stumbled into
+        out = committed.relative_to(config.ROOT) if committed.is_relative_to(config.ROOT) else committed
+        raise FileNotFoundError(f"{committed} holds no trained model: train it with `facekp train recipes/{name}.toml "
+                                f"--profile full --out {out}` (hours on a CPU), set TRAIN = True in the chapter, or "
+                                "run the chapter in the quick profile")
     try:
         return train(config.ROOT / "recipes" / f"{name}.toml", profile, quiet=True)
     except recipes.RecipeError as e:            # a scratch run of an older recipe: the chapter needs the current one

@@ -254,3 +254,6 @@ def test_evaluating_chapters_use_the_committed_model_in_every_profile(tmp_path, 
     assert train.committed_or_trained("lenet", "full").run_dir == committed
     assert train.committed_or_trained("lenet", "smoke") == "trained"                   # a training chapter
     assert train.committed_or_trained("lenet", "smoke", True, prefer_committed=True) == "trained"   # TRAIN = True
+    with pytest.raises(FileNotFoundError, match="facekp train recipes/resnet50.toml"):
+        train.committed_or_trained("resnet50", "full", prefer_committed=True)        # not hours of training unasked
+    assert train.committed_or_trained("resnet50", "full", True) == "trained"
