@@ -110,6 +110,13 @@ def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "aut
     return _MODEL_CACHE[key]
 
 
+def face_json(keypoints, names, width: int, height: int) -> dict:
+    """A face's named keypoints (rounded to 0.01 px) and, for 68 points, its head pose: the JSON of ``facekp
+    predict`` and ``facekp video``."""
+    return {"keypoints": {n: [round(float(v), 2) for v in p] for n, p in zip(names, keypoints)},
+            "pose": applications.pose_json(keypoints, width, height) if len(keypoints) == 68 else None}
+
+
 @dataclass
 class ImagePrediction:
     """The faces found in one image: boxes (N, 4), crops (N, 3) and keypoints (N, K, 2) in its pixels."""
@@ -130,8 +137,7 @@ class ImagePrediction:
     def to_dict(self) -> dict:
         """JSON-ready: per face its box, crop, named keypoints and head pose (degrees); the timings in ms."""
         faces = [{"box": [round(float(v), 2) for v in box], "crop": [int(v) for v in crop],
-                  "keypoints": {n: [round(float(v), 2) for v in p] for n, p in zip(self.scheme.names, kp)},
-                  "pose": applications.pose_json(kp, self.width, self.height) if len(kp) == 68 else None}
+                  **face_json(kp, self.scheme.names, self.width, self.height)}
                  for box, crop, kp in zip(self.boxes, self.crops, self.keypoints)]
         return {"file": self.source, "width": self.width, "height": self.height, "model": self.model,
                 "scheme": self.scheme.name, "num_faces": len(faces), "faces": faces,

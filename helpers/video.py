@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import applications, augment, data, detect, plots, preprocess, splits
-from .predict import Predictor
+from .predict import Predictor, face_json
 from .schemes import Scheme
 from .shape import ShapeModel
 
@@ -191,8 +191,7 @@ class FrameResult:
         face = self.keypoints is not None
         return {"frame": self.index, "time": round(self.time, 4), "face": face,
                 "box": preprocess.keypoint_box(self.keypoints).round(2).tolist() if face else None,
-                "keypoints": {n: [round(float(v), 2) for v in p] for n, p in zip(names, self.keypoints)} if face
-                else None, "pose": applications.pose_json(self.keypoints, width, height) if face else None,
+                **(face_json(self.keypoints, names, width, height) if face else {"keypoints": None, "pose": None}),
                 "detector_ran": self.detected, "shape_distance": round(self.distance, 3) if face else None,
                 "repaired": self.repaired, "flags": self.flags}
 
