@@ -40,7 +40,9 @@ def compile_forward(model):
 class KeypointModel:
     """A keypoint network with a fast forward pass: ``runtime`` ``"keras"`` (:func:`compile_forward`), ``"onnx"``
     (the float32 export in ONNX Runtime) or ``"int8"`` (the quantized file ``int8``). Batches are zero-padded to
-    the next of :data:`BATCH_BUCKETS` (chunks of 64 beyond) so few shapes are ever compiled; ``warm_up`` runs them."""
+    the next of :data:`BATCH_BUCKETS` (chunks of 64 beyond): a runtime meets few input shapes, and each new one
+    costs kernel set-up on its first call (a video whose face count varies would pay it again and again);
+    ``warm_up`` runs the smallest."""
 
     def __init__(self, model, name: str | None = None, warm_up: bool = True, runtime: str = "keras", int8=None):
         self.model, self.name = model, name or getattr(model, "name", "model")
