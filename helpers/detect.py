@@ -44,7 +44,8 @@ def get_cascade(name: str = DEFAULT_CASCADE) -> cv2.CascadeClassifier:
 
 def detect_faces(image: np.ndarray, params: DetectorParams | None = None, **overrides) -> np.ndarray:
     """Face boxes (N, 4) float32 in the pixel coordinates of ``image`` (any array :func:`helpers.data.as_rgb`
-    accepts), largest first (equal sizes left to right: the cascade's own order varies). Keyword arguments override fields of ``params`` (e.g. ``min_neighbors=3``)."""
+    accepts), largest first (equal sizes left to right: the cascade's own order varies). Keyword arguments
+    override fields of ``params`` (e.g. ``min_neighbors=3``)."""
     p = replace(params or DetectorParams(), **overrides)
     gray = preprocess.to_gray(image)
     h, w = gray.shape

@@ -54,7 +54,7 @@ def resolve_data(recipe: dict) -> dict:
     """The scaled recipe with ``[data]`` as this machine can run it: unchanged when every data set is on disk (so its
     content hash is the recipe's own); else ``fallback_train``, for training and validation, when a ``train`` set is
     missing and the recipe names one; else the sets that are on disk, with a warning naming the others (a clone
-    with only the YouTube-Faces download runs every chapter). ``meta["missing_data"]`` lists what was left out."""
+    with only the YouTube-Faces download runs chapters 01–07). ``meta["missing_data"]`` lists what was left out."""
     d, present = recipe["data"], set(data.available())
     if set(d["train"] + d["validation"]) <= present:
         return recipe
