@@ -2,12 +2,12 @@
 
     python book/stage.py build/book-src
 
-writes DEST/_config.yml and DEST/_toc.yml (from book/), every page _toc.yml names (paths relative to the repository
-root, so README.md is the root page and notebooks/NN_*.ipynb the chapters), and every local file those pages link to
-or show (figures/*.png, ...), each at its own path. The README therefore keeps its GitHub links unchanged and they
-resolve in the book too. Nothing is rewritten but one thing: a notebook cell collapsed in JupyterLab
-(metadata jupyter.source_hidden / outputs_hidden, e.g. an exercise's solution) gets MyST-NB's `hide-input` /
-`hide-output` tag in the copy, so the book folds it too. File times are kept.
+writes DEST/_config.yml, DEST/_toc.yml and DEST/_static/*.css (from book/), every page _toc.yml names (paths
+relative to the repository root, so README.md is the root page and notebooks/NN_*.ipynb the chapters), and every
+local file those pages link to or show (figures/*.png, ...), each at its own path. The README therefore keeps its
+GitHub links unchanged and they resolve in the book too. Nothing is rewritten but one thing: a notebook cell
+collapsed in JupyterLab (metadata jupyter.source_hidden / outputs_hidden, e.g. an exercise's solution) gets
+MyST-NB's `hide-input` / `hide-output` tag in the copy, so the book folds it too. File times are kept.
 A page named in the toc that does not exist is an error; a link to a missing file is left for Sphinx to report.
 """
 
@@ -129,6 +129,7 @@ def stage(dest: Path, root: Path = ROOT) -> list[Path]:
             raise SystemExit(f"error: book/_toc.yml names {doc!r}, but neither {doc}.md nor {doc}.ipynb exists")
         pages.append(path)
     wanted = {book / "_config.yml": Path("_config.yml"), book / "_toc.yml": Path("_toc.yml")}
+    wanted.update({f: f.relative_to(book) for f in sorted((book / "_static").glob("*.css"))})   # the theme's tweaks
     for page in pages:
         wanted[page] = page.relative_to(root)
         for target in local_targets(markdown_of(page), page, root):

@@ -19,15 +19,13 @@ TEMPLATE_112 = np.array([(38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.73
 
 
 def camera(width: int, height: int) -> np.ndarray:
-    """A pinhole camera for a photograph of unknown origin: focal length the image width, principal point its
-    centre, no distortion."""
+    """A pinhole camera for a photograph of unknown origin: focal length the image width, centred, no distortion."""
     return np.array([[width, 0, (width - 1) / 2], [0, width, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
 
 
 def head_pose(keypoints, width: int, height: int) -> dict:
-    """Yaw, pitch and roll in degrees of one face (68, 2) by ``cv2.solvePnP`` of :data:`FACE_3D`. Yaw: positive
-    when the face turns to the image's right; pitch: positive when it looks up; roll: positive when it tilts
-    clockwise in the image. Also the rotation and translation vectors, for drawing."""
+    """Yaw (+: turned to the image's right), pitch (+: up) and roll (+: clockwise) in degrees of a face (68, 2) by
+    ``cv2.solvePnP`` of :data:`FACE_3D`; also its rotation and translation vectors, for drawing."""
     pts = np.asarray(keypoints, np.float64)[list(POSE_POINTS)]
     if not np.isfinite(pts).all():
         raise ValueError("head pose needs the nose tip, chin, outer eye corners and mouth corners")
@@ -53,8 +51,7 @@ def pose_json(keypoints, width: int, height: int) -> dict | None:
 
 
 def draw_pose(image: np.ndarray, keypoints, pose: dict | None = None, length: float = 300.0) -> np.ndarray:
-    """A copy of the RGB ``image`` with the head's axes drawn from the nose tip: x red, y green, z (towards the
-    camera) blue, each ``length`` model units long."""
+    """A copy of RGB ``image`` with the head's axes from the nose tip (x red, y green, z blue towards the camera)."""
     h, w = image.shape[:2]
     pose = pose or head_pose(keypoints, w, h)
     ends = np.array([(0, 0, 0), (length, 0, 0), (0, -length, 0), (0, 0, -length)], np.float64)
@@ -72,8 +69,7 @@ def alignment(keypoints, size: int = 112) -> np.ndarray:
 
 
 def align_face(image: np.ndarray, keypoints, size: int = 112) -> np.ndarray:
-    """An upright ``size``² crop with the eyes, nose and mouth where the template puts them: the first step of
-    face recognition."""
+    """An upright ``size``² crop with eyes, nose and mouth where the template puts them (face recognition's input)."""
     return cv2.warpAffine(image, alignment(keypoints, size), (size, size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
 
@@ -84,8 +80,7 @@ def _ratio(kp, vertical, horizontal) -> float:
 
 
 def eye_aspect_ratio(keypoints) -> float:
-    """The eye aspect ratio (Soukupová & Čech, 2016), mean of both eyes: the two vertical lid distances over the
-    corner-to-corner width, about 0.3 open and near 0 closed."""
+    """Eye aspect ratio (Soukupová & Čech, 2016), both eyes' mean: lid distances / width; ~0.3 open, ~0 closed."""
     kp = np.asarray(keypoints, np.float64)
     return float(np.mean([_ratio(kp, [(o + 1, o + 5), (o + 2, o + 4)], (o, o + 3)) for o in (36, 42)]))
 
@@ -105,8 +100,7 @@ def blinks(ear, fps: float, drop: float = 0.75, min_frames: int = 2) -> list[tup
 
 
 def _glasses_layer(size: int = 112, scale: int = 4) -> np.ndarray:
-    """Glasses drawn by code in the template's frame (RGBA, ``size * scale`` pixels): two lenses around the
-    template's eye centres, a bridge and the temples."""
+    """Glasses (lenses round the template's eye centres, bridge, temples) in its frame: RGBA, ``size * scale``²."""
     s = size * scale
     layer = np.zeros((s, s, 4), np.uint8)
     (lx, ly), (rx, ry) = TEMPLATE_112[:2] * scale * size / 112
@@ -122,8 +116,7 @@ def _glasses_layer(size: int = 112, scale: int = 4) -> np.ndarray:
 
 
 def draw_glasses(image: np.ndarray, keypoints, scale: int = 4) -> np.ndarray:
-    """A copy of the RGB ``image`` with glasses warped onto the face: the template's drawing mapped by the inverse
-    of the face's :func:`alignment`, blended by its alpha."""
+    """A copy of RGB ``image`` with glasses warped onto the face by the inverse of its :func:`alignment`."""
     layer = _glasses_layer(112, scale)
     m = cv2.invertAffineTransform(alignment(keypoints, 112 * scale))
     h, w = image.shape[:2]

@@ -1,11 +1,9 @@
-"""Keypoint-aware augmentation for the offline expansion of the training split (:func:`expand`, the thesis' method)
-and for on-the-fly training batches (:class:`KeypointSequence`). Images are (N, H, W) gray, uint8 0-255 or float32
-0-1 (a transform returns the dtype it was given); keypoints (N, K, 2) float32 (x, y), 0-based pixel centres as in
-OpenCV, NaN where missing (and it stays NaN); randomness comes from a ``numpy.random.Generator`` argument. A flip
-swaps the labels of each left/right pair (:func:`hflip`); flip, rotation, scale and shift form one warp per image.
-Keep-in-frame (``AugmentParams.keep_in_frame``): present keypoints stay within [margin, W - 1 - margin] (or their
-own extent, if already outside): the shift is drawn from the interval that allows it, else rotation and scale are
-redrawn (``max_tries``), then dropped. No label is clipped or dropped."""
+"""Keypoint-aware augmentation: offline expansion of the training split (:func:`expand`, the thesis' method) and
+on-the-fly batches (:class:`KeypointSequence`). Images are (N, H, W) gray, uint8 0-255 or float32 0-1 (kept);
+keypoints (N, K, 2) float32 (x, y), 0-based pixel centres, NaN where missing (and it stays NaN). A flip swaps each
+left/right pair of labels; flip, rotation, scale and shift form one warp per image. Keep-in-frame: present keypoints
+stay within [margin, W - 1 - margin] (or their own extent, if already outside): the shift is drawn from the interval
+that allows it, else rotation and scale are redrawn (``max_tries``), then dropped. No label is clipped or dropped."""
 import functools
 import hashlib
 import io
@@ -198,8 +196,7 @@ adjust_brightness_contrast, gamma, blur, noise, cutout = map(_any_dtype, (_brigh
 
 
 class Augmenter:
-    """``images, keypoints = Augmenter(scheme, params)(images, keypoints, rng)``: per image a flip, rotation, scale
-    and shift in one warp, then the photometric transforms, each with its probability in ``params``."""
+    """``images, keypoints = Augmenter(scheme, params)(images, keypoints, rng)``: one warp, then photometric changes."""
 
     def __init__(self, scheme: Scheme | str, params: AugmentParams | None = None):
         self.scheme, self.params = get_scheme(scheme), AugmentParams() if params is None else params
@@ -238,7 +235,6 @@ class Augmenter:
         return GeometryDraw(flip, angle, scale, shift, tries, affine_matrix(angle, scale, shift, flip, size=(h, w)))
 
     def __call__(self, images, keypoints, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Augment (N, H, W) images and their (N, K, 2) keypoints into new arrays (images keep their dtype)."""
         if not isinstance(rng, np.random.Generator):
             raise TypeError("rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed))")
         (images, kps), p = _check(images, keypoints, self.scheme, float_scale=True), self.params
@@ -316,10 +312,9 @@ def to_model_inputs(images, keypoints, size: int = config.IMAGE_SIZE) -> tuple[n
 
 
 class KeypointSequence(keras.utils.PyDataset):
-    """Batches of :func:`to_model_inputs`, augmented on the fly by ``augmenter`` (training) or untouched (None).
-    Epoch ``e`` visits the samples in the order ``default_rng([seed, e]).permutation(N)`` if ``shuffle`` (else in
-    input order) and augments its batch ``i`` from ``default_rng([seed, e, i])``. ``epoch`` is the only state:
-    ``on_epoch_end`` increments it and callers may set it, so an epoch's batches depend on (seed, epoch) alone."""
+    """Batches of :func:`to_model_inputs`, augmented by ``augmenter`` (None: untouched). Epoch ``e`` visits the samples
+    in the order ``default_rng([seed, e]).permutation(N)`` if ``shuffle`` (else in order), batch ``i`` augmented
+    from ``default_rng([seed, e, i])``; ``epoch`` (set it, or ``on_epoch_end``) is the only state."""
 
     def __init__(self, images, keypoints, scheme, batch_size: int = 32, augmenter: Augmenter | None = None,
                  shuffle: bool = False, seed: int = 0, **pydataset_kwargs):

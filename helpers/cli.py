@@ -1,5 +1,5 @@
-"""``facekp``: the project's one command line (``facekp --help``; the README lists every command). Thin: it parses
-arguments and calls the modules that do the work; a bad input ends in one line and exit code 1."""
+"""``facekp``: the project's one command line (``facekp --help``; the README lists every command). It parses arguments
+and calls the modules that do the work; a bad input ends in one line and exit code 1 (``--debug``: the traceback)."""
 import argparse
 import json
 import os
@@ -68,9 +68,8 @@ def cmd_data(args) -> int | None:
 
 
 def image_inputs(paths) -> tuple[list[Path], list[dict], list[str]]:
-    """Files as given, folders expanded (recursively, sorted) to their image files; also what could not be
-    listed (``[{path, reason}]``: a broken link, a link loop, an unreadable folder) and the files of a folder
-    that are not images (named in the output, not errors)."""
+    """Files as given, folders expanded (recursively, sorted) to their image files; also what could not be listed
+    (``[{path, reason}]``: broken links, link loops, unreadable folders) and a folder's files that are not images."""
     files, skipped, ignored = [], [], []
     for p in map(Path, paths):
         if not p.is_dir():
@@ -249,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def model_options(p, model: str, runtime: str) -> None:         # the commands that run a network
+        p.add_argument("--model", default=model, help=f"lenet, resnet50, lenet15 or a .keras file (default: {model})")
+        p.add_argument("--runtime", default=runtime, choices=predict.RUNTIMES, help=f"forward pass (default "
+                       f"{runtime}); auto: the faster ONNX graph when an int8 export exists, else Keras")
+
     p = command("data", cmd_data, "list the data sets found, with faces, people and split sizes")
     p.add_argument("name", nargs="?", help="youtube-faces-68, 300w/afw, 300w/helen-train, 300w/lfpw-train, "
                    "kaggle or KIND:PATH")
@@ -272,26 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("readme", cmd_readme, "regenerate models/README.md from the committed run folders (measures them)")
 
-    add_model_commands(command)
-    return parser
-
-
-def add_model_commands(command) -> None:
-    """The subcommands that run a trained model: evaluate, predict, export, calibrate."""
     p = command("evaluate", cmd_evaluate, "accuracy and speed of a trained model on a data set split")
-    p.add_argument("--model", default="resnet50", help="lenet, resnet50, lenet15 or a .keras file")
+    model_options(p, "resnet50", "keras")
     p.add_argument("--data", required=True, metavar="SPEC", help="youtube-faces-68, 300w/afw, 300w/helen-train, "
                    "300w/lfpw-train (their saved splits) or 300w:PATH (every image + .pts pair of a folder)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of a named data set "
                    "(default: test; ignored for 300w:PATH)")
     p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces")
     p.add_argument("--no-timing", action="store_true", help="skip the speed measurement")
-    p.add_argument("--runtime", default="keras", choices=["auto", "keras", "onnx", "int8"], help="forward pass")
     p.add_argument("--json", action="store_true", help="print one JSON object (NME, failure rates, AUC in %%)")
 
     p = command("predict", cmd_predict, "detect faces and their keypoints in photographs; write annotated images")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
-    p.add_argument("--model", default="lenet", help="lenet, resnet50 or a .keras file (default: lenet)")
+    model_options(p, "lenet", "auto")
     p.add_argument("--out", default="predictions", help="folder for annotated images and JSON")
     p.add_argument("--json", action="store_true", help="write <name>.json per image and print all results as JSON")
     # detector defaults live in helpers.detect.DetectorParams; an option given here overrides one field
@@ -302,8 +299,6 @@ def add_model_commands(command) -> None:
     p.add_argument("--max-side", type=int, help="detect on a copy downscaled to this longer side "
                    "(0: full size; default 400)")
     p.add_argument("--no-calibration", action="store_true", help="crop the raw detector boxes (for comparison)")
-    p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx", "int8"],
-                   help="forward pass (default auto: the faster ONNX graph when an int8 export exists, else Keras)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command("video", cmd_video, "keypoints in a video file or a webcam: tracked, smoothed, checked")
@@ -312,8 +307,7 @@ def add_model_commands(command) -> None:
     p.add_argument("--out", help="write the annotated video here (.mp4 or .avi)")
     p.add_argument("--json", metavar="FILE.jsonl", help="write one JSON line per frame here")
     p.add_argument("--smooth", default="one-euro", choices=sorted(video.SMOOTHERS), help="temporal smoothing")
-    p.add_argument("--model", default="resnet50", help="lenet, resnet50 or a .keras file (default: resnet50)")
-    p.add_argument("--runtime", default="auto", choices=["auto", "keras", "onnx", "int8"], help="forward pass")
+    model_options(p, "resnet50", "auto")
     p.add_argument("--redetect-every", type=int, default=10, help="run the face detector every N frames "
                    "(also when the face leaves the picture or looks implausible)")
     p.add_argument("--no-shape-check", action="store_true", help="do not check or repair shapes")
@@ -335,10 +329,10 @@ def add_model_commands(command) -> None:
     p.add_argument("--specs", nargs="+", help="data sets to fit on (default: youtube-faces-68 300w/helen-train)")
     p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces per data set")
     p.add_argument("--out", default=None, help="calibration file (default: helpers/calibration.json)")
+    return parser
 
 
 def main(argv=None) -> int:
-    """Run one command; a bad input ends in one line on stderr and exit code 1 (``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0

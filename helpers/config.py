@@ -1,6 +1,5 @@
-"""Paths, run profiles and two small utilities. Every path is resolved from this file's location, never from the
-working directory (nbval runs each notebook from ``notebooks/``, the CLI from anywhere); the environment variables
-``FKP_DATA_DIR``, ``FKP_FIGURES_DIR`` and ``FKP_PROFILE`` are read by the functions below, when called."""
+"""Paths, run profiles and small utilities. Paths come from this file's location, never the working directory (nbval
+runs notebooks from ``notebooks/``); ``FKP_DATA_DIR``, ``FKP_FIGURES_DIR`` and ``FKP_PROFILE`` are read when called."""
 import contextlib
 import hashlib
 import os
@@ -22,15 +21,13 @@ DEFAULT_SEED = 42
 
 
 def figures_dir() -> Path:
-    """``$FKP_FIGURES_DIR`` if set (the tests use a scratch folder, so that smoke-profile figures never overwrite
-    the committed ones), else the project's ``figures/``."""
+    """``$FKP_FIGURES_DIR`` if set (the tests' scratch folder: spares the committed figures), else ``figures/``."""
     env = os.environ.get("FKP_FIGURES_DIR")
     return Path(env).expanduser().resolve() if env else FIGURES_DIR
 
 
 def data_root() -> Path:
-    """``$FKP_DATA_DIR`` if set, a relative one taken from the project root (``../shared/data`` works from any
-    working directory), else the project's ``data/``."""
+    """``$FKP_DATA_DIR`` if set (a relative one from the project root), else the project's ``data/``."""
     env = os.environ.get("FKP_DATA_DIR")
     return (ROOT / Path(env).expanduser()).resolve() if env else PROJECT_DATA_DIR    # an absolute path replaces ROOT
 
@@ -50,7 +47,6 @@ class Profile:
     video_sequences: tuple[int, int]   # synthetic sequences and their frames (chapter 09, benchmarks/video.py)
 
     def epochs(self, full: int) -> int:
-        """The number of epochs this profile runs of a recipe planned for ``full`` epochs."""
         n = max(1, round(full * self.epoch_fraction))
         return min(n, self.max_epochs) if self.max_epochs else n
 
@@ -74,14 +70,12 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
 
 
 def sha256sum(path) -> str:
-    """The sha256 hex digest of a file's bytes."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_atomic(path, data: bytes | str) -> Path:
-    """Write ``data`` (a ``str`` as UTF-8) to ``path`` through a temporary file beside it and a rename: readers, and
-    a run killed midway, see the old file or the new one, never half of one. Creates the folder; returns ``path``."""
+    """Write ``data`` (``str``: UTF-8) to ``path`` via a temporary file and a rename: never half a file; returns it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")   # concurrent writers never collide
@@ -97,8 +91,7 @@ def write_atomic(path, data: bytes | str) -> Path:
 
 
 def import_keras():
-    """``import keras`` (returned) without TensorFlow's C++ start-up messages on stderr, which no setting turns off;
-    Python errors still surface as exceptions. For the chapters' setup, the command line and the benchmarks."""
+    """``import keras`` (returned) without TensorFlow's C++ start-up messages on stderr, which no setting turns off."""
     if "keras" in sys.modules:
         return sys.modules["keras"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

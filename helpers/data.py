@@ -1,6 +1,5 @@
-"""Three real data sets, one API: ``load(spec) -> Dataset`` (specs: :func:`parse_spec`); one image reader,
-:func:`read_image`. Unreadable images and unusable keypoints are skipped and listed in ``Dataset.skipped``, keypoints
-outside their image in ``Dataset.warnings``; a wrong schema raises :class:`DataFormatError`."""
+"""Three data sets, one API: ``load(spec) -> Dataset`` (:func:`parse_spec`); one image reader, :func:`read_image`.
+Unusable faces are listed in ``Dataset.skipped``, keypoints outside their image in ``Dataset.warnings``."""
 import errno
 import io
 import re
@@ -23,8 +22,7 @@ MAX_PIXELS = 250_000_000          # read_image refuses larger images (about 1580
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """A data set is not where the project looked for it; the message says where that was, where the data comes from
-    and how to set ``FKP_DATA_DIR``."""
+    """A data set is not where the project looked; the message says where that was, its origin and ``FKP_DATA_DIR``."""
 
 
 class DataFormatError(ValueError):
@@ -44,8 +42,7 @@ class ImageReadError(ValueError):
 
 @dataclass
 class FaceCollection:
-    """Base of :class:`Dataset` and :class:`helpers.preprocess.Faces`: one entry per face in the ``PER_FACE``
-    fields (``images`` first), person labels in ``identities``; what the load ``skipped`` and its ``warnings``."""
+    """Base of :class:`Dataset` and :class:`helpers.preprocess.Faces`: ``PER_FACE`` fields hold one entry per face."""
     PER_FACE: ClassVar[tuple[str, ...]] = ()
     _: KW_ONLY
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -117,10 +114,9 @@ Spec = NamedTuple("Spec", [("kind", str), ("path", Path)])    # a parsed spec: a
 
 
 def parse_spec(spec: str, root: Path | None = None) -> Spec:
-    """The one parser of data set specs, below the data root (or ``root``): ``youtube-faces-68`` (the course
-    archive: two CSVs, 68 keypoints); ``300w/SUBSET`` (``afw``, ``helen-train``, ``lfpw-train``: image + iBUG ``.pts``
-    pairs) or ``300w`` (all); ``kaggle`` (``training.csv``: 96×96 gray faces, 15 keypoints); ``KIND:PATH``, any
-    folder (or Kaggle CSV) of that kind. Raises ``ValueError`` for anything else."""
+    """Data set specs, below the data root (or ``root``): ``youtube-faces-68`` (two CSVs, 68 keypoints); ``300w`` or
+    ``300w/SUBSET`` (``afw``, ``helen-train``, ``lfpw-train``: image + ``.pts`` pairs); ``kaggle`` (``training.csv``:
+    96×96 gray, 15 keypoints); ``KIND:PATH``, any folder (or Kaggle CSV) of that kind. Else ``ValueError``."""
     kind, colon, rest = spec.partition(":")
     if not colon:
         kind, _, rest = spec.partition("/")
@@ -130,8 +126,7 @@ def parse_spec(spec: str, root: Path | None = None) -> Spec:
 
 
 def not_found(kind: str, looked: Path, extra: str = "") -> DatasetNotFoundError:
-    """Where the project looked, what it expected, where the data comes from and how to point FKP_DATA_DIR at it
-    (``.short``: the first two only, for a folder the user named)."""
+    """The error: where it looked, ``extra``, the origin and FKP_DATA_DIR (``.short``: the first two only)."""
     short = "\n  ".join([f"Data set '{kind}' not found: looked in {looked}."] + [extra] * bool(extra))
     e = DatasetNotFoundError(f"{short}\n  It comes from: {ORIGINS[kind]}\n  Set FKP_DATA_DIR to the folder that "
                              f"holds '{FOLDERS[kind]}/' (now: {config.data_root()}).")
@@ -172,8 +167,7 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _pillow_pixels(im) -> np.ndarray:
-    """A loaded Pillow image → an array :func:`as_rgb` accepts."""
+def _pillow_pixels(im) -> np.ndarray:             # a loaded Pillow image → an array as_rgb accepts
     if im.mode.startswith("I;16"):
         return np.asarray(im, dtype=np.uint16)
     if im.mode in ("I", "F"):
@@ -185,9 +179,8 @@ def _pillow_pixels(im) -> np.ndarray:
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3), turned upright as its EXIF orientation says. Pillow reads the
-    header first, so an image over ``max_pixels`` is refused before it is decoded; 16-bit PNGs and formats Pillow
-    does not know are decoded by OpenCV; :func:`as_rgb` normalises. Raises :class:`ImageReadError`."""
+    """An image file as RGB uint8 (H, W, 3), upright by its EXIF orientation; over ``max_pixels``: refused before
+    decoding. OpenCV decodes 16-bit PNGs and what Pillow does not know. Raises :class:`ImageReadError`."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -284,8 +277,7 @@ def _youtube_faces(folder: Path) -> list[_Face]:
 
 
 def _300w_faces(folder: Path) -> list[_Face]:
-    """Every ``.pts`` file below ``folder`` and the image beside it; the identity is the file's stem. A ``.pts``
-    that cannot be parsed, or an image or ``.pts`` without its partner, is a face listed as missing."""
+    """Each ``.pts`` below ``folder`` and the image beside it (identity: its stem); broken or unpaired: missing."""
     if not folder.is_dir():
         raise not_found("300w", folder)
     faces, paired = [], set()
@@ -339,9 +331,8 @@ def _pixels(text: str) -> np.ndarray | None:
 
 def keypoint_problem(kp: np.ndarray, shape: tuple[int, ...], scheme: Scheme, allow_missing: bool,
                      margin: float = 0.5) -> str:
-    """Why a face's keypoints (K, 2) in an image of ``shape`` are unusable, or ``""``: a coordinate that is infinite,
-    NaN where the data set has no missing points, far outside the image (beyond ``margin`` of its size), the
-    normaliser's points missing, or every point at one place."""
+    """Why keypoints (K, 2) in an image of ``shape`` are unusable (infinite, NaN unless ``allow_missing``, beyond
+    ``margin`` × the image size outside it, the normaliser's missing, all in one place), or ``""``."""
     h, w = shape[:2]
     bad = np.flatnonzero(np.isinf(kp).any(axis=1) | (np.isnan(kp).any(axis=1) & ~allow_missing))
     if len(bad):
@@ -369,8 +360,7 @@ def _faces(spec: str, root: Path | None) -> tuple[Spec, list[_Face]]:
 
 def load(spec: str, max_faces: int | None = None, root: Path | None = None, progress: bool = True,
          max_pixels: int = MAX_PIXELS) -> Dataset:
-    """Load a data set by spec (:func:`parse_spec`), at most ``max_faces`` faces taken evenly over it. Images are
-    read by :func:`read_image` with its ``max_pixels`` limit; unreadable ones are skipped."""
+    """Load a data set by spec, at most ``max_faces`` faces taken evenly over it; unreadable images are skipped."""
     where, faces = _faces(spec, root)
     skipped = [(f.name, f.missing) for f in faces if f.missing]
     faces = [f for f in faces if not f.missing]
@@ -379,16 +369,16 @@ def load(spec: str, max_faces: int | None = None, root: Path | None = None, prog
     images, keep, warnings, scheme = [], [], [], SCHEME_15 if where.kind == "kaggle" else SCHEME_68
     for f in tqdm(faces, desc=f"reading {spec}", disable=not progress, leave=False):
         try:
-            images.append(f.image if isinstance(f.image, np.ndarray) else read_image(f.image, max_pixels))
+            image = f.image if isinstance(f.image, np.ndarray) else read_image(f.image, max_pixels)
         except ImageReadError as e:
             skipped.append((f.name, e.reason))
             continue
-        if why := keypoint_problem(f.keypoints, images[-1].shape, scheme, allow_missing=where.kind == "kaggle"):
+        if why := keypoint_problem(f.keypoints, image.shape, scheme, allow_missing=where.kind == "kaggle"):
             skipped.append((f.name, why))
-            images.pop()
             continue
+        images.append(image)
         keep.append(f)
-        (h, w), (x, y) = images[-1].shape[:2], f.keypoints.T        # outside by more than half a pixel
+        (h, w), (x, y) = image.shape[:2], f.keypoints.T        # outside by more than half a pixel
         if n := int(np.sum(((x < -0.5) | (y < -0.5) | (x > w - 0.5) | (y > h - 0.5)) & ~np.isnan(x))):
             warnings.append(f"{f.name}: {n} keypoint(s) outside the {w}x{h} image")
     kps = np.asarray([f.keypoints for f in keep], dtype=np.float32).reshape(-1, scheme.num_keypoints, 2)
@@ -398,8 +388,7 @@ def load(spec: str, max_faces: int | None = None, root: Path | None = None, prog
 
 
 def index(spec: str, root: Path | None = None) -> pd.DataFrame:
-    """``name``, ``identity`` and ``part`` (the course's ``training``/``test``, the 300-W folder, ``kaggle``) of
-    every face of a data set, images missing or not, from its annotations alone (cheap: counts, splits)."""
+    """``name``, ``identity`` and ``part`` of every face of a data set, from its annotations alone (no image read)."""
     where, faces = _faces(spec, root)
     return pd.DataFrame({"name": [f.identity if where.kind == "300w" else f.name for f in faces],
                          "identity": [f.identity for f in faces], "part": [f.part for f in faces]})

@@ -1,8 +1,6 @@
-"""Face detection (OpenCV's Haar cascade, as in the thesis) and the detector-box calibration: :func:`detect_faces`
-runs the cascade on a downscaled gray copy; :func:`face_crops` turns its boxes into the crops the networks were
-trained on through a :class:`Calibration` fitted by :func:`fit_calibration` (package data ``helpers/calibration.json``;
-refit with ``facekp calibrate --fit``). Boxes are ``(x0, y0, x1, y1)`` floats in 0-based pixel-centre coordinates,
-a Haar box given by its outer pixel edges."""
+"""Face detection (OpenCV's Haar cascade, as in the thesis) and the :class:`Calibration` that turns its boxes into the
+crops the networks were trained on (``helpers/calibration.json``; ``facekp calibrate --fit``). Boxes are ``(x0, y0,
+x1, y1)`` floats in 0-based pixel-centre coordinates, a Haar box given by its outer pixel edges."""
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -22,9 +20,8 @@ DEFAULT_SPECS = ("youtube-faces-68", "300w/helen-train")
 
 @dataclass(frozen=True)
 class DetectorParams:
-    """Haar cascade parameters: ``scale_factor`` and ``min_neighbors`` are ``detectMultiScale``'s; ``min_size``
-    is the smallest face as a fraction of the detection image's shorter side (at least the cascade's 24 px);
-    ``max_side`` is the longer side of the downscaled copy the cascade runs on (``None``: full size)."""
+    """``detectMultiScale``'s parameters; ``min_size``: the smallest face as a fraction of the detection image's
+    shorter side (at least 24 px); ``max_side``: the longer side of the copy the cascade runs on (``None``: full)."""
     cascade: str = DEFAULT_CASCADE
     scale_factor: float = 1.1
     min_neighbors: int = 5
@@ -43,9 +40,8 @@ def get_cascade(name: str = DEFAULT_CASCADE) -> cv2.CascadeClassifier:
 
 
 def detect_faces(image: np.ndarray, params: DetectorParams | None = None, **overrides) -> np.ndarray:
-    """Face boxes (N, 4) float32 in the pixel coordinates of ``image`` (any array :func:`helpers.data.as_rgb`
-    accepts), largest first (equal sizes left to right: the cascade's own order varies). Keyword arguments
-    override fields of ``params`` (e.g. ``min_neighbors=3``)."""
+    """Face boxes (N, 4) float32 in the pixels of ``image`` (any array ``data.as_rgb`` takes), largest first (equal
+    sizes left to right: the cascade's own order varies); keyword arguments override fields of ``params``."""
     p = replace(params or DetectorParams(), **overrides)
     gray = preprocess.to_gray(image)
     h, w = gray.shape
@@ -84,8 +80,7 @@ def crop_box(crop) -> np.ndarray:
 
 
 def match_dataset(dataset, params: DetectorParams | None = None, min_iou: float = 0.3, progress: bool = True) -> dict:
-    """The detector on every image of a :class:`helpers.data.Dataset`, matched to its landmark box: ``detector``
-    (N, 4) (NaN where none matched), ``landmark`` (N, 4) and ``seconds`` (N,) the detector took."""
+    """The detector on each image of a dataset: ``detector`` boxes (N, 4; NaN: no match), ``landmark``, ``seconds``."""
     n = len(dataset)
     out = {"detector": np.full((n, 4), np.nan), "landmark": np.full((n, 4), np.nan), "seconds": np.zeros(n)}
     for i in tqdm(range(n), desc=f"detecting {dataset.name}", disable=not progress, leave=False):
@@ -106,8 +101,7 @@ class Calibration:
     shift: tuple[float, float]
     stats: dict = field(default_factory=dict, compare=False)
 
-    def crop(self, box) -> np.ndarray:
-        """The crop (x0, y0, side) for one detector box."""
+    def crop(self, box) -> np.ndarray:     # (x0, y0, side) for one detector box
         return preprocess.box_to_crop(box, self.scale, self.shift)
 
 
@@ -124,7 +118,6 @@ def load_calibration(path: str | Path | None = None) -> Calibration:
 
 
 def save_calibration(calibration: Calibration, path: str | Path | None = None) -> Path:
-    """Write ``calibration`` as JSON (to the package data file unless ``path`` is given)."""
     path = Path(path or CALIBRATION_PATH)
     path.write_text(json.dumps({"scale": calibration.scale, "shift": list(calibration.shift),
                                 "stats": calibration.stats}, indent=2) + "\n")
@@ -156,7 +149,7 @@ def crop_agreement(detector_boxes, landmark_boxes, calibration: Calibration) -> 
 
 
 def solve_calibration(detector_boxes, landmark_boxes) -> tuple[float, tuple[float, float]]:
-    """Robust (median) scale and shift with ``box_to_crop(det, scale, shift)`` ≈ ``box_to_crop(landmark)``."""
+    """Median scale and shift with ``box_to_crop(det, scale, shift)`` ≈ ``box_to_crop(landmark)``."""
     det = np.asarray(detector_boxes, dtype=np.float64).reshape(-1, 4)
     ok = np.all(np.isfinite(det), axis=1)
     if ok.sum() < 3:
@@ -170,9 +163,8 @@ def solve_calibration(detector_boxes, landmark_boxes) -> tuple[float, tuple[floa
 
 def fit_calibration(specs=DEFAULT_SPECS, params: DetectorParams | None = None, max_faces: int | None = None,
                     min_iou: float = 0.3, progress: bool = True) -> Calibration:
-    """Fit the detector-box → training-crop mapping (median ``scale`` and ``shift``, each image's best detection with
-    IoU ≥ ``min_iou`` matched to its landmark box) on the *train* splits of ``specs``; ``stats``: detection rates and
-    the crop agreement with and without calibration, on train and on the *val* split the fit never saw."""
+    """:func:`solve_calibration` on the *train* splits of ``specs`` (detections matched with IoU ≥ ``min_iou``);
+    ``stats``: detection rates and crop agreement with and without it, on train and on the unseen *val* split."""
     p, t0 = params or DetectorParams(), time.time()
     parts, per_set = {"train": [], "val": []}, {}                 # matches per split, detection rates per data set
     for spec in specs:
@@ -189,8 +181,7 @@ def fit_calibration(specs=DEFAULT_SPECS, params: DetectorParams | None = None, m
                                        "detection_rate": float(found.mean())}
     merged = {part: {k: np.concatenate([m[k] for m in ms]) for k in ms[0]} for part, ms in parts.items() if ms}
     train = merged["train"]
-    scale, shift = solve_calibration(train["detector"], train["landmark"])
-    cal = Calibration(scale, shift)
+    cal = Calibration(*solve_calibration(train["detector"], train["landmark"]))
     ratio = preprocess.CROP_SCALE * _size_centre(train["landmark"])[0] / _size_centre(train["detector"])[0]
     stats = {"fitted_on": [f"{s} (train split)" for s in specs], "detector": asdict(p), "min_iou": min_iou,
              "per_dataset": per_set, "train_faces_matched": int(len(ratio)),
@@ -199,11 +190,10 @@ def fit_calibration(specs=DEFAULT_SPECS, params: DetectorParams | None = None, m
         stats[part] = {kind: crop_agreement(m["detector"], m["landmark"], c)
                        for kind, c in (("calibrated", cal), ("uncalibrated", UNCALIBRATED))}
     stats["fit_seconds"] = round(time.time() - t0, 1)
-    return Calibration(round(scale, 4), (round(shift[0], 4), round(shift[1], 4)), stats)
+    return Calibration(round(cal.scale, 4), (round(cal.shift[0], 4), round(cal.shift[1], 4)), stats)
 
 
 def calibration_summary(cal: Calibration) -> str:
-    """A few lines describing a fitted calibration."""
     s = cal.stats
     lines = [f"scale {cal.scale:.4f}, shift ({cal.shift[0]:+.4f}, {cal.shift[1]:+.4f}) × crop side"]
     if "train_faces_matched" in s:

@@ -1,5 +1,4 @@
-"""Fetching a data set: a download checked against the sha256 its first download recorded (keyed to its URL), and
-an archive unpacked into the data root without writing outside it (``facekp download``)."""
+"""``facekp download``: checksum-verified downloads, and the course archive unpacked into the data root."""
 import shutil
 import urllib.request
 import zipfile
@@ -14,8 +13,7 @@ from .data import YOUTUBE_URL, DataFormatError, not_found, parse_spec
 
 def download_file(url: str, dest: str | Path) -> Path:
     """Download ``url`` (``file://`` too) to ``dest`` atomically, checked against the sha256 that the first download
-    from the same URL recorded in ``dest.sha256``: a ``dest`` that passes is reused, a mismatch is deleted
-    (``OSError``); a record of another URL does not count (the file is fetched again and recorded)."""
+    from that URL recorded in ``dest.sha256``: a match is reused, a mismatch deleted (``OSError``)."""
     dest, record = Path(dest), Path(f"{dest}.sha256")
     lines = record.read_text().split("\n") if record.exists() else []
     expected = lines[0].split()[0] if len(lines) > 1 and lines[1] == url and lines[0] else None
@@ -38,8 +36,7 @@ def download_file(url: str, dest: str | Path) -> Path:
 
 
 def download(name: str, root: Path | None = None, url: str | None = None) -> Path:
-    """Fetch ``youtube-faces-68`` (checksum-verified, cached in ``data/downloads``) into ``root`` (default: the data
-    root); returns its folder. The others need an account: :class:`DatasetNotFoundError` says where to get them."""
+    """Fetch ``youtube-faces-68`` into ``root`` (or the data root) and return its folder; others need an account."""
     target = parse_spec(name, root).path
     if name != "youtube-faces-68":
         raise not_found(name, target, "It needs an account or registration (see above); unpack it there.")

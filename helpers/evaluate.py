@@ -1,8 +1,6 @@
-"""Every number the project reports about a model (chapters 05-08, ``facekp evaluate``), and its figures.
-
-**NME**: per face, the mean error of its present keypoints / the scheme's normalising distance (outer eye corners
-for 68 points, eye centres for 15); **CED**: the fraction of faces with NME ≤ x; **AUC@0.08**: its area up to 0.08,
-/ 0.08; **failure rate**: the fraction with NME > a threshold. Fractions stay fractions (%: :func:`report_json`)."""
+"""Every number the project reports about a model, and its figures. **NME**: per face, the mean error of its present
+keypoints / the outer-eye-corner (68 points) or eye-centre (15) distance; **CED**: the fraction of faces with NME ≤ x;
+**AUC@0.08**: its area up to 0.08, / 0.08. Fractions stay fractions (percent: :func:`report_json`)."""
 import warnings
 from itertools import zip_longest
 
@@ -77,19 +75,22 @@ def failure_rate(nme, threshold: float = 0.08) -> float:
     return float(np.mean(_valid(nme) > threshold))
 
 
-def end_to_end_metrics(result: dict, keypoints_true: np.ndarray, scheme: Scheme | str) -> dict:
-    """Detection rate and accuracy of :func:`helpers.predict.run_dataset`'s ``result`` on every annotated face:
-    ``nme_detected*`` over the detected faces; ``failure_rate_0.08`` and ``failure_rate_0.1`` count an undetected
-    face as a failure and ``auc_0.08`` gives it area 0. ``nme_per_face`` (N,) is NaN where undetected."""
-    detected = np.asarray(result["detected"], dtype=bool)
-    n, nme = len(detected), nme_per_face(result["keypoints"], keypoints_true, scheme)
-    ok = nme[detected & np.isfinite(nme)]
+def _detection_metrics(nme, detected) -> dict:
+    """NME over the detected faces; failure rates and AUC over all, an undetected face failing with area 0."""
+    detected = np.asarray(detected, dtype=bool)
+    n, ok = len(detected), np.asarray(nme)[detected & np.isfinite(nme)]
     out = {"faces": n, "detected": int(detected.sum()), "detection_rate": float(detected.mean()) if n else np.nan,
            "nme_detected": float(np.mean(ok)) if len(ok) else np.nan,
            "nme_detected_median": float(np.median(ok)) if len(ok) else np.nan}
     for t in (0.08, 0.10):
         out[f"failure_rate_{t:g}"] = (n - len(ok) + int(np.sum(ok > t))) / n if n else np.nan
-    return out | {f"auc_{CED_LIMIT:g}": auc(ok) * len(ok) / n if len(ok) else 0.0, "nme_per_face": nme}
+    return out | {f"auc_{CED_LIMIT:g}": auc(ok) * len(ok) / n if len(ok) else 0.0}
+
+
+def end_to_end_metrics(result: dict, keypoints_true: np.ndarray, scheme: Scheme | str) -> dict:
+    """The detection metrics of ``predict.run_dataset``'s ``result``, and ``nme_per_face`` (NaN where undetected)."""
+    nme = nme_per_face(result["keypoints"], keypoints_true, scheme)
+    return _detection_metrics(nme, result["detected"]) | {"nme_per_face": nme}
 
 
 # point sets every method can be compared on (chapter 10): indices of the 68-point scheme
@@ -99,9 +100,8 @@ REGIONS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "
 
 
 def point_set_nme(pred, truth) -> pd.DataFrame:
-    """Per face (rows), the NME of 68-point predictions (N, 68, 2) on the comparable point sets: ``nme68``,
-    ``nme7`` (:data:`SEVEN`), ``nme5`` (eye centres, nose tip, mouth corners: MTCNN's points) and each of
-    :data:`REGIONS`, all over the outer-eye-corner distance of the truth; NaN where a face has no prediction."""
+    """Per face, the NME of (N, 68, 2) predictions on ``nme68``, ``nme7`` (:data:`SEVEN`), ``nme5`` (MTCNN's points)
+    and each of :data:`REGIONS` (outer-eye-corner distance of the truth); NaN where a face has no prediction."""
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     d = np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)[:, None]
     e = np.linalg.norm(pred - truth, axis=-1) / d
@@ -112,22 +112,19 @@ def point_set_nme(pred, truth) -> pd.DataFrame:
 
 
 def comparison_table(faces: pd.DataFrame, point_set: str = "nme5") -> pd.DataFrame:
-    """Per method, setting and data set, from one row per face (``detected`` and the NME columns of
-    :func:`point_set_nme`): faces, detection rate, mean and median NME of the detected faces, failure rates at 8 %
-    and 10 % and AUC@0.08 counting an undetected face as a failure (all in percent)."""
+    """Per data set, method and setting, from one row per face (``detected`` and :func:`point_set_nme`'s columns):
+    the metrics of :func:`end_to_end_metrics` in percent."""
+    names = {"detection_rate": "detected %", "nme_detected": "NME %", "nme_detected_median": "median NME %",
+             "failure_rate_0.08": "failures >8 %", "failure_rate_0.1": "failures >10 %", "auc_0.08": "AUC@0.08 %"}
+
     def summary(g):
-        nme = np.where(g["detected"], g[point_set], np.inf)
-        ok = nme[np.isfinite(nme)]
-        return pd.Series({"faces": len(g), "detected %": 100 * g["detected"].mean(), "NME %": 100 * ok.mean(),
-                          "median NME %": 100 * np.median(ok), "failures >8 %": 100 * np.mean(nme > 0.08),
-                          "failures >10 %": 100 * np.mean(nme > 0.10),
-                          "AUC@0.08 %": 100 * auc(ok) * len(ok) / len(g)})
+        m = _detection_metrics(g[point_set].to_numpy(), g["detected"].to_numpy())
+        return pd.Series({"faces": m["faces"], **{name: 100 * m[key] for key, name in names.items()}})
     return faces.groupby(["data", "method", "setting"])[["detected", point_set]].apply(summary)
 
 
 def predict_keypoints(model, images, runtime: str = "keras") -> np.ndarray:
-    """(N, K, 2) keypoints in pixels of the crops for (N, 96, 96) uint8 face crops; ``model``: anything
-    :func:`helpers.predict.load_keypoint_model` takes."""
+    """(N, K, 2) keypoints in crop pixels of (N, 96, 96) uint8 crops (``model``: as for ``load_keypoint_model``)."""
     images, s = np.asarray(images), config.IMAGE_SIZE
     if images.dtype != np.uint8 or images.shape[1:] != (s, s) or len(images) == 0:
         raise ValueError(f"images must be uint8 (N, {s}, {s}) with N > 0, got {images.dtype} {images.shape}")
@@ -135,8 +132,7 @@ def predict_keypoints(model, images, runtime: str = "keras") -> np.ndarray:
 
 
 def measure_speed(model, repeats: int = 20, batch_size: int = 64, runtime: str = "keras") -> dict:
-    """1-face latency (median ms of ``repeats`` calls) and batch throughput (faces/s from the median time of
-    ``repeats // 5`` batches of ``batch_size``) of the model's forward pass, on random inputs."""
+    """1-face latency (median ms) and batch throughput (faces/s) of the model's forward pass, on random inputs."""
     km = predict.load_keypoint_model(model, False, runtime)
     rng, s = np.random.default_rng(0), config.IMAGE_SIZE
     one, batch = (rng.random((n, s, s, 1), dtype=np.float32) for n in (1, batch_size))
@@ -147,9 +143,9 @@ def measure_speed(model, repeats: int = 20, batch_size: int = 64, runtime: str =
 
 
 def mirror_gap(model, faces: Faces, runtime: str = "keras") -> np.ndarray:
-    """(N, K, 2) crop pixels: the prediction on each face minus that on its mirror image, mapped back by
-    :func:`helpers.augment.hflip` (x → W − 1 − x, pixel centres); zero for a network that treats both alike. A
-    pixel-centre/edge label mix-up gives a gap constant in the original image's pixels, a learnt prior a varying one."""
+    """(N, K, 2) crop pixels: the prediction on each face minus that on its mirror image mapped back (x → W − 1 − x,
+    :func:`helpers.augment.hflip`); zero for a network that treats both alike. A pixel-centre/edge mix-up in the
+    labels gives a gap constant in the original image's pixels, a learnt prior a varying one."""
     model = predict.load_keypoint_model(model, False, runtime)
     mirrored, _ = hflip(faces.images, faces.keypoints, faces.scheme)
     _, back = hflip(mirrored, predict_keypoints(model, mirrored), faces.scheme)
@@ -157,8 +153,8 @@ def mirror_gap(model, faces: Faces, runtime: str = "keras") -> np.ndarray:
 
 
 def activation_peaks(model, images, layers, batch_size: int = 64) -> pd.DataFrame:
-    """Each face's largest absolute activation at each of ``layers`` (names in a Keras model, or its name, or in
-    a sub-model such as ResNet-50's trunk) for uint8 ``images``: a (faces × layers) table."""
+    """(faces × layers) table: each uint8 image's largest absolute activation at each of ``layers`` (names in the
+    Keras model, or in a sub-model such as ResNet-50's trunk)."""
     model = models.load_model(model) if isinstance(model, str) else model
     if not isinstance(model, keras.Model):
         raise TypeError(f"activation_peaks needs a Keras model or its name, got {type(model).__name__}")
@@ -177,9 +173,8 @@ def activation_peaks(model, images, layers, batch_size: int = 64) -> pd.DataFram
 
 def evaluate_model(model, faces: Faces, timing: bool = True, repeats: int | None = None,
                    runtime: str = "keras") -> dict:
-    """All metrics of ``model`` on ``faces``, with ``per_face`` NME, ``pred`` and ``per_keypoint`` arrays and the six
-    ``best``/``worst`` faces; ``timing`` adds :func:`measure_speed`. ``runtime`` as for
-    :func:`helpers.predict.load_keypoint_model` (a ``KeypointModel`` keeps its own)."""
+    """All metrics of ``model`` on ``faces``, the ``per_face``, ``pred`` and ``per_keypoint`` arrays and the six
+    ``best``/``worst`` faces; ``timing`` adds :func:`measure_speed` (a ``KeypointModel`` keeps its ``runtime``)."""
     model = predict.load_keypoint_model(model, False, runtime)
     if len(faces) == 0:
         raise ValueError(f"no faces to evaluate in {faces.source!r}")
@@ -266,8 +261,7 @@ def plot_per_keypoint(results: dict[str, dict], scheme, ax=None):
 
 
 def _face_rows(rows, faces: Faces, n: int, cell: float):
-    """One row of up to ``n`` faces per ``(label, result, indices)``: the truth in the side colours, the
-    prediction as green crosses, each face's NME as its title, the label (if any) left of the row."""
+    """A row of up to ``n`` faces per ``(label, result, indices)``: truth in side colours, prediction green crosses."""
     fig, axes = plt.subplots(len(rows), n, figsize=(cell * n, cell * len(rows) + 0.3), squeeze=False)
     with warnings.catch_warnings():          # matplotlib: edge colour of the unfilled 'x' markers
         warnings.simplefilter("ignore", UserWarning)

@@ -25,7 +25,7 @@ class _Graph:
     """An ONNX graph under construction: its nodes, its weights and the convolutions batch norm may fold into."""
 
     def __init__(self):
-        self.helper, self.nodes, self.weights, self.conv = helper, [], {}, {}   # conv: output → (weight, bias)
+        self.nodes, self.weights, self.conv = [], {}, {}           # conv: output → (weight, bias)
 
     def const(self, value, dtype: str = "float32") -> str:
         self.weights[f"w{len(self.weights)}"] = np.asarray(value, dtype)
@@ -34,7 +34,7 @@ class _Graph:
     def node(self, op: str, inputs: list[str], **attrs) -> str:
         out = f"{op.lower()}{len(self.nodes)}"
         self.conv = {k: v for k, v in self.conv.items() if k not in inputs}    # a used output cannot fold
-        self.nodes.append(self.helper.make_node(op, inputs, [out], name=out, **attrs))
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
     def activation(self, x: str, layer) -> str:
@@ -206,9 +206,9 @@ def one_face_ms(forwards, x, repeats: int = 200) -> list[float]:
 
 
 def export_int8(name_or_path, calibration_images=None, max_faces: int = 256, path=None) -> Path:
-    """Quantize a model on the typical faces of ``calibration_images`` (default: the first ``max_faces`` YouTube-Faces
-    training faces), with the ``.keras`` file's sha256 and both graphs' one-face times, to ``path`` (default
-    :func:`int8_path`); refused (``RuntimeError``) if it is more than :data:`MAX_INT8_GAP` off the float model."""
+    """Write a model quantized on the typical ``calibration_images`` (default: ``max_faces`` YouTube-Faces training
+    faces) to ``path`` (:func:`int8_path`) with the ``.keras`` file's sha256 and both graphs' one-face times; refused
+    (``RuntimeError``) if it is more than :data:`MAX_INT8_GAP` off the float model."""
     keras_path = models.resolve_model_path(name_or_path)
     if calibration_images is None:
         calibration_images = splits.load_faces("youtube-faces-68", "train", max_faces=max_faces).images
@@ -254,7 +254,6 @@ def int8_for(name_or_path) -> Path | None:
 
 
 def preferred_runtime(int8_file) -> str:
-    """``"onnx"`` if the float graph ran one face faster than the int8 one at export time, else ``"int8"``
-    (also for exports without timings). LeNet can be slower in int8, ResNet-50 is several times faster."""
+    """``"onnx"`` if the float graph ran one face faster than the int8 one at export (LeNet can), else ``"int8"``."""
     meta = _metadata(int8_file)
     return "onnx" if float(meta.get("float_ms", "inf")) < float(meta.get("int8_ms", "inf")) else "int8"

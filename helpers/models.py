@@ -1,7 +1,6 @@
-"""The two networks of the thesis, their masked loss and metrics, and saving and loading of trained models.
-Both map ``(96, 96, 1)`` images in [0, 1] to ``2K`` coordinates in [-1, 1] (:func:`helpers.augment.to_model_inputs`).
-The loss and metrics **mask missing targets** (NaN: Kaggle's incomplete rows still teach) and are registered Keras
-objects written with ``keras.ops``, so a saved model loads with ``keras.models.load_model(path, safe_mode=True)``."""
+"""The two networks of the thesis, their loss and metrics, saving and loading. Both map ``(96, 96, 1)`` images in
+[0, 1] to ``2K`` coordinates in [-1, 1]; loss and metrics skip missing (NaN) targets, so Kaggle's incomplete rows
+still teach, and are registered Keras objects: a saved model loads with ``safe_mode=True``."""
 import os
 import tempfile
 import warnings
@@ -24,9 +23,8 @@ PX_PER_UNIT = config.IMAGE_SIZE / 2.0     # normalised [-1, 1] → pixels of the
 
 def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96, 192), units: int = 256,
           name: str = "lenet") -> keras.Sequential:
-    """A LeNet-inspired sequential CNN: (conv 3×3 → BN → ReLU → max-pool) × 4, dense, dropout, 2K outputs.
-    ReLU, batch normalisation and same padding make it train reliably; the stages take 96² to 6² with
-    16 → 32 → 96 → 192 filters, the dense layer has 256 units. Augmentation, not dropout, is its regulariser."""
+    """LeNet-inspired: (conv 3×3 → BN → ReLU → max-pool) × 4 (96² → 6²), dense, dropout, 2K outputs. Batch norm
+    and same padding make it train reliably; augmentation, not dropout, is its regulariser."""
     k2 = 2 * get_scheme(scheme).num_keypoints
     model = keras.Sequential(name=name)
     model.add(keras.Input(shape=INPUT_SHAPE, name="image"))
@@ -43,8 +41,7 @@ def lenet(scheme: Scheme | str = "68", dropout: float = 0.0, filters=(16, 32, 96
 
 
 def resnet50(scheme: Scheme | str = "68", dropout: float = 0.0, name: str = "resnet50") -> keras.Model:
-    """``keras.applications.ResNet50`` (random initialisation, one gray channel; 96² → 3×3×2048) with a regression
-    head: global average pooling, dropout, a dense layer of 2K outputs."""
+    """``keras.applications.ResNet50`` (untrained, gray; 96² → 3×3×2048), average pooling, dropout, 2K outputs."""
     k2 = 2 * get_scheme(scheme).num_keypoints
     inputs = keras.Input(shape=INPUT_SHAPE, name="image")
     x = keras.applications.ResNet50(weights=None, include_top=False, input_shape=INPUT_SHAPE, pooling=None)(inputs)
@@ -68,10 +65,8 @@ def _leaves(layer) -> list:
 
 
 def freeze_batchnorm(model: keras.Model) -> int:
-    """Put every batch-norm layer in inference mode for good: it normalises with its moving statistics, which stop
-    changing, and its scale and offset stop training. Training then optimises the network exactly as it predicts
-    (otherwise each batch is normalised by its own statistics, and the moving averages used at inference lag and
-    jitter). Returns the number of layers frozen."""
+    """Every batch-norm layer in inference mode for good (moving statistics fixed, scale and offset not trained), so
+    training optimises the network exactly as it predicts, not on each batch's statistics. Returns how many."""
     frozen = [layer for layer in _leaves(model) if isinstance(layer, layers.BatchNormalization)]
     for layer in frozen:
         layer.trainable = False
@@ -79,9 +74,8 @@ def freeze_batchnorm(model: keras.Model) -> int:
 
 
 def layer_costs(model: keras.Model) -> pd.DataFrame:
-    """Output shape, parameters and multiply-adds per face of each convolution and dense layer: a convolution
-    multiplies kh·kw·c_in·c_out at every output position, a dense layer its kernel once. Batch norm, activations and
-    pooling add little arithmetic and are left out."""
+    """Output shape, parameters and multiply-adds per face of each convolution (kh·kw·c_in·c_out per output
+    position) and dense layer (its kernel once); the other layers add little arithmetic and are left out."""
     rows = []
     for layer in _leaves(model):
         out = layer.output.shape[1:]
@@ -115,10 +109,9 @@ def _masked(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="facekp")
 class MaskedLoss(keras.losses.Loss):
-    """Per-sample mean of ``"mse"``, ``"mae"`` or ``"wing"`` over the present (non-NaN) coordinates of (B, 2K).
-
-    Wing (Feng et al., CVPR 2018): ``w·ln(1 + |x|/ε)`` below ``w``, ``|x| − C`` beyond, ``(w, ε)`` in pixels of the
-    96² crop (``wing_px``); it pulls harder than L1 on the small errors that decide the NME."""
+    """Per-sample mean of ``"mse"``, ``"mae"`` or ``"wing"`` over the present (non-NaN) coordinates of (B, 2K). Wing
+    (Feng et al., CVPR 2018): ``w·ln(1 + |x|/ε)`` below ``w``, ``|x| − C`` beyond, ``(w, ε)`` = ``wing_px`` in pixels
+    of the 96² crop; it pulls harder than L1 on the small errors that decide the NME."""
 
     KINDS = ("mse", "mae", "wing")
 
@@ -161,7 +154,6 @@ class NME(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        scheme = get_scheme(self.scheme)
         t = ops.reshape(ops.convert_to_tensor(y_true, dtype="float32"), (ops.shape(y_true)[0], -1, 2))
         p = ops.reshape(ops.cast(y_pred, "float32"), ops.shape(t))
         present = ops.logical_not(ops.any(ops.isnan(t), axis=-1))                      # (B, K)
@@ -170,16 +162,12 @@ class NME(keras.metrics.Metric):
         err = ops.where(present, err, ops.zeros_like(err))
         n = ops.sum(ops.cast(present, "float32"), axis=-1)
         mean_err = ops.sum(err, axis=-1) / ops.maximum(n, 1.0)
-        a = ops.mean(ops.take(t, list(scheme.normaliser[0]), axis=1), axis=1)
-        b = ops.mean(ops.take(t, list(scheme.normaliser[1]), axis=1), axis=1)
+        a, b = (ops.mean(ops.take(t, list(side), axis=1), axis=1) for side in get_scheme(self.scheme).normaliser)
         d = ops.sqrt(ops.sum(ops.square(a - b), axis=-1))                              # NaN if undefined
-        ok = ops.logical_and(ops.logical_not(ops.isnan(d)), n > 0)
-        ok = ops.logical_and(ok, ops.where(ops.isnan(d), ops.zeros_like(d), d) > 0)
-        safe_d = ops.where(ok, d, ops.ones_like(d))
-        per_face = ops.where(ok, mean_err / safe_d, ops.zeros_like(mean_err))
-        w = ops.cast(ok, "float32")
-        if sample_weight is not None:
-            w = w * ops.reshape(ops.cast(sample_weight, "float32"), ops.shape(w))
+        ok = ops.logical_and(n > 0, d > 0)                                              # NaN > 0 is false
+        per_face = ops.where(ok, mean_err / ops.where(ok, d, ops.ones_like(d)), ops.zeros_like(mean_err))
+        sw = 1.0 if sample_weight is None else ops.reshape(ops.cast(sample_weight, "float32"), ops.shape(ok))
+        w = ops.cast(ok, "float32") * sw
         self.total.assign_add(ops.sum(per_face * w))
         self.count.assign_add(ops.sum(w))
 
@@ -201,11 +189,9 @@ class RMSEPixels(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         diff, mask = _masked(y_true, y_pred)
-        if sample_weight is not None:
-            w = ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
-            diff, mask = diff * ops.sqrt(w), mask * w
-        self.sq.assign_add(ops.sum(ops.square(diff)))
-        self.count.assign_add(ops.sum(mask))
+        w = 1.0 if sample_weight is None else ops.reshape(ops.cast(sample_weight, "float32"), (-1, 1))
+        self.sq.assign_add(ops.sum(ops.square(diff) * w))
+        self.count.assign_add(ops.sum(mask * w))
 
     def result(self):
         return ops.sqrt(self.sq / ops.maximum(self.count, 1e-12)) * PX_PER_UNIT
@@ -266,9 +252,8 @@ def load_model(name_or_path, compile: bool = True) -> keras.Model:
 
 
 def save_model(model: keras.Model, path, half_precision: bool | None = None) -> Path:
-    """Save ``model`` without optimizer state, atomically (a temporary name, then a rename). ``half_precision``
-    (default: when the weights exceed 90 MB, i.e. ResNet-50) stores conv and dense kernels as float16, which halves
-    the file; Keras casts them back to float32 on loading."""
+    """Save ``model`` without optimizer state, atomically. ``half_precision`` (default: weights over 90 MB, i.e.
+    ResNet-50) stores the large arrays as float16, half the file; Keras casts them back to float32 on loading."""
     path = Path(path)
     fresh = keras.models.clone_model(model)
     fresh.set_weights(model.get_weights())

@@ -13,8 +13,7 @@ from . import config
 
 
 def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
-    """Seed every generator, set the plot style, print the versions (returned as a dict); ``deep_learning=True``
-    also imports Keras (a few seconds) and seeds it with ``keras.utils.set_random_seed``."""
+    """Seed every generator, set the plot style, print and return the versions; ``deep_learning``: Keras too (slow)."""
     random.seed(seed)
     np.random.seed(seed)
     sns.set_theme(context="notebook", style="whitegrid")                # the project's plot style

@@ -15,8 +15,7 @@ BOX_COLOUR = "#3cb44b"                                       # green: detector b
 
 
 def save_fig(fig_or_name, name: str | None = None, tight: bool = True) -> Path:
-    """Save a figure as ``<figures dir>/<name>.png``, the name starting with its chapter's number:
-    ``save_fig("01_faces")`` the current figure, ``save_fig(fig, "01_faces")`` the one given."""
+    """Save the current figure or the one given as ``<figures dir>/<name>.png`` (``name``: "<chapter>_...")."""
     fig, name = (plt.gcf(), fig_or_name) if isinstance(fig_or_name, str) else (fig_or_name, name)
     if not name or any(c in name for c in " /\\"):
         raise ValueError(f"figure name must be non-empty, without spaces or slashes: {name!r}")
@@ -71,8 +70,7 @@ def face_grid(images, keypoints, scheme: Scheme | None = None, titles=None, ncol
 
 
 def plot_activation_peaks(peaks, highlight, labels=None, ax=None):
-    """Median and 5–95 % band of :func:`helpers.evaluate.activation_peaks` per layer (log scale), the faces at
-    row positions ``highlight`` drawn as lines of their own."""
+    """Median and 5–95 % band of :func:`helpers.evaluate.activation_peaks` per layer; rows ``highlight`` as lines."""
     ax = ax or plt.subplots(figsize=(9, 3.6))[1]
     pos = np.arange(peaks.shape[1])
     lo, mid, hi = (np.percentile(peaks.to_numpy(), q, axis=0) for q in (5, 50, 95))
@@ -91,9 +89,8 @@ def _hex_to_rgb(colour: str) -> tuple[int, int, int]:
 
 
 def draw_keypoints_cv(image, keypoints, scheme: Scheme | None = None, boxes=None) -> np.ndarray:
-    """An RGB uint8 copy of ``image`` with ``keypoints`` (K, 2) or (N, K, 2) (NaN skipped) drawn by OpenCV in their
-    sides' colours, joined by the ``scheme``'s outline, and ``boxes`` (N, 4). Markers are about 1/250 of the image's
-    longer side, at most 1/40 of each face's keypoint extent. For the CLI's annotated outputs."""
+    """An RGB uint8 copy of ``image`` with ``keypoints`` (K, 2) or (N, K, 2) (NaN skipped) in their sides' colours,
+    the ``scheme``'s outline and ``boxes`` (N, 4), drawn by OpenCV at 1/16-pixel precision."""
     img = np.asarray(image)
     img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] not in (3, 4):
@@ -123,8 +120,7 @@ def draw_keypoints_cv(image, keypoints, scheme: Scheme | None = None, boxes=None
 
 
 def plot_history(history, title: str = ""):
-    """Training curves of a run's ``history.csv``: training loss; NME of training (augmented batches) and
-    validation (overall and per part), best epoch marked; learning rate. Returns the figure."""
+    """A run's ``history.csv`` as a figure: loss, training and validation NME (best epoch marked), learning rate."""
     ep = history["epoch"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 3.8))
     axes[0].plot(ep, history["loss"], label="training (augmented)")

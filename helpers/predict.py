@@ -26,8 +26,7 @@ def scheme_of(model) -> Scheme:
 
 
 def compile_forward(model):
-    """``f(x) -> numpy`` computing ``model(x, training=False)``: on TensorFlow a ``tf.function`` traced once
-    (any batch size), on other backends the plain call."""
+    """``f(x) -> numpy`` of ``model(x, training=False)``; on TensorFlow a ``tf.function`` traced once for any batch."""
     if keras.backend.backend() != "tensorflow":
         return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
     import tensorflow as tf
@@ -38,11 +37,9 @@ def compile_forward(model):
 
 
 class KeypointModel:
-    """A keypoint network with a fast forward pass: ``runtime`` ``"keras"`` (:func:`compile_forward`), ``"onnx"``
-    (the float32 export in ONNX Runtime) or ``"int8"`` (the quantized file ``int8``). Batches are zero-padded to
-    the next of :data:`BATCH_BUCKETS` (chunks of 64 beyond): a runtime meets few input shapes, and each new one
-    costs kernel set-up on its first call (a video whose face count varies would pay it again and again);
-    ``warm_up`` runs the smallest."""
+    """A keypoint network with a fast forward pass: ``runtime`` ``"keras"``, ``"onnx"`` (the float32 export in ONNX
+    Runtime) or ``"int8"`` (the quantized file ``int8``). Batches are zero-padded to the next of :data:`BATCH_BUCKETS`
+    (chunks of 64 beyond): each new input shape costs kernel set-up on first use; ``warm_up`` runs the 3 smallest."""
 
     def __init__(self, model, name: str | None = None, warm_up: bool = True, runtime: str = "keras", int8=None):
         self.model, self.name = model, name or getattr(model, "name", "model")
@@ -88,9 +85,8 @@ class KeypointModel:
 
 
 def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "auto") -> KeypointModel:
-    """A :class:`KeypointModel` (cached per file, its mtime and ``runtime``) from a name, a ``.keras`` path or a
-    Keras model. ``runtime="auto"``: with a current int8 export (:func:`helpers.export.int8_for`) the faster of
-    it and the float ONNX graph (:func:`helpers.export.preferred_runtime`), else Keras."""
+    """A :class:`KeypointModel` (cached per file, mtime and ``runtime``) from a name, a ``.keras`` path or a Keras
+    model. ``runtime="auto"``: with a current int8 export the faster of it and the float ONNX graph, else Keras."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if isinstance(model, KeypointModel):
@@ -113,8 +109,7 @@ def load_keypoint_model(model="lenet", warm_up: bool = True, runtime: str = "aut
 
 
 def face_json(keypoints, names, width: int, height: int) -> dict:
-    """A face's named keypoints (rounded to 0.01 px) and, for 68 points, its head pose: the JSON of ``facekp
-    predict`` and ``facekp video``."""
+    """A face's named keypoints (to 0.01 px) and, for 68 points, head pose: JSON of ``facekp predict`` and ``video``."""
     return {"keypoints": {n: [round(float(v), 2) for v in p] for n, p in zip(names, keypoints)},
             "pose": applications.pose_json(keypoints, width, height) if len(keypoints) == 68 else None}
 
@@ -147,9 +142,7 @@ class ImagePrediction:
 
 
 class Predictor:
-    """Detector + calibration + keypoint model: ``predictor(photo)`` → :class:`ImagePrediction`. ``model`` and
-    ``runtime`` as for :func:`load_keypoint_model`; ``calibration`` the fitted one by default
-    (:data:`helpers.detect.UNCALIBRATED` crops the raw detector boxes)."""
+    """Detector + calibration (default: the fitted one) + keypoint model: ``predictor(photo)`` → ImagePrediction."""
 
     def __init__(self, model="lenet", params: detect.DetectorParams | None = None,
                  calibration: detect.Calibration | None = None, keep_image: bool = True, runtime: str = "auto"):
@@ -179,9 +172,8 @@ class Predictor:
 
 def run_dataset(dataset, predictor: Predictor, boxes=None, min_iou: float = 0.3, batch_size: int = 64,
                 progress: bool = True) -> dict:
-    """Detector + keypoints on every image of a :class:`helpers.data.Dataset` (one annotated face each); ``boxes``
-    (N, 4), NaN rows undetected, default :func:`helpers.detect.match_dataset`'s. Returns ``detected`` (N,),
-    ``boxes``, ``crops`` (N, 3; -1 undetected), ``keypoints`` (N, K, 2; NaN undetected)."""
+    """Detector (or ``boxes`` (N, 4), NaN undetected) + keypoints on every image of a dataset (one face each):
+    ``detected`` (N,), ``boxes``, ``crops`` (N, 3; -1 undetected), ``keypoints`` (N, K, 2; NaN undetected)."""
     if boxes is None:
         boxes = detect.match_dataset(dataset, predictor.params, min_iou, progress)["detector"]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(len(dataset), 4)

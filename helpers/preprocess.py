@@ -1,9 +1,6 @@
-"""From a photograph and its keypoints to what the networks see: a 96×96 grayscale face and its keypoints, one
-function a step (so chapters can show them one at a time); :func:`box_to_crop` is the one place the crop geometry
-lives, :func:`prepare` does all the steps.
-
-Coordinates are 0-based pixel centres. A crop ``(x0, y0, side)`` is the square of pixels ``x0 .. x0+side-1`` ×
-``y0 .. y0+side-1``; resizing maps pixel centres as OpenCV does, ``x_out = (x_in - x0 + 0.5) * size / side - 0.5``."""
+"""From a photograph and its keypoints to a 96×96 gray face: one function a step, :func:`prepare` for all of them.
+Coordinates are 0-based pixel centres; a crop ``(x0, y0, side)`` is pixels ``x0 .. x0+side-1`` × ``y0 .. y0+side-1``,
+resized as OpenCV maps pixel centres: ``x_out = (x_in - x0 + 0.5) * size / side - 0.5``."""
 import hashlib
 import json
 from dataclasses import dataclass
@@ -35,13 +32,12 @@ def keypoint_box(keypoints: np.ndarray) -> np.ndarray:
     kp = np.asarray(keypoints, dtype=np.float64)
     if np.all(np.isnan(kp)):
         raise ValueError("cannot box a face whose keypoints are all missing")
-    return np.array([np.nanmin(kp[:, 0]), np.nanmin(kp[:, 1]), np.nanmax(kp[:, 0]), np.nanmax(kp[:, 1])])
+    return np.concatenate([np.nanmin(kp, axis=0), np.nanmax(kp, axis=0)])
 
 
 def box_to_crop(box, scale: float = CROP_SCALE, shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """A square crop ``(x0, y0, side)`` (integers) around ``box`` = (x0, y0, x1, y1): ``side = scale × max(box
-    width, box height)``, centred on the box centre moved by ``shift`` × side. Training uses the landmark box with
-    the defaults; :mod:`helpers.detect` fits ``scale`` and ``shift`` that frame a detector's box the same way."""
+    """The square crop ``(x0, y0, side)`` (integers), ``side = scale × max(box width, height)``, centred on the centre
+    of ``box`` = (x0, y0, x1, y1) moved by ``shift`` × side (:mod:`helpers.detect` fits both for a detector's box)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"degenerate box {box}")
@@ -55,8 +51,7 @@ def box_to_crop(box, scale: float = CROP_SCALE, shift: tuple[float, float] = (0.
 def crop_face(image: np.ndarray, crop, size: int = config.IMAGE_SIZE, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
     """Cut ``crop`` = (x0, y0, side) out of ``image`` (padding beyond its edges) and resize it to size²."""
     gray = to_gray(image)
-    x0, y0, side = (int(v) for v in crop)
-    h, w = gray.shape
+    (h, w), (x0, y0, side) = gray.shape, (int(v) for v in crop)
     ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
     if ix1 <= ix0 or iy1 <= iy0:
         raise ValueError(f"crop {tuple(crop)} does not overlap the {w}x{h} image")
@@ -64,8 +59,7 @@ def crop_face(image: np.ndarray, crop, size: int = config.IMAGE_SIZE, border: in
     pads = (iy0 - y0, y0 + side - iy1, ix0 - x0, x0 + side - ix1)
     if any(pads):
         patch = cv2.copyMakeBorder(patch, *pads, border)
-    interp = cv2.INTER_AREA if side >= size else cv2.INTER_LINEAR
-    return cv2.resize(patch, (size, size), interpolation=interp)
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA if side >= size else cv2.INTER_LINEAR)
 
 
 def to_crop_coords(keypoints: np.ndarray, crop, size: int = config.IMAGE_SIZE) -> np.ndarray:
@@ -122,10 +116,8 @@ class Faces(FaceCollection):
 
 
 def prepare(dataset, size: int = config.IMAGE_SIZE, scale: float = CROP_SCALE, progress: bool = True) -> Faces:
-    """Crop every face of a :class:`helpers.data.Dataset` around its landmark box and resize it to size². Kaggle's
-    images are face crops already (the thesis' input): they are taken whole, whatever their labels."""
-    n = len(dataset)
-    whole = dataset.name.partition(":")[0] == "kaggle"
+    """Crop each face of a Dataset around its landmark box, resized to size²; Kaggle's (crops already) stay whole."""
+    n, whole = len(dataset), dataset.name.partition(":")[0] == "kaggle"
     images, crops = np.empty((n, size, size), dtype=np.uint8), np.empty((n, 3), dtype=np.int64)
     for i in tqdm(range(n), desc=f"cropping {dataset.name}", disable=not progress, leave=False):
         side = max(dataset.images[i].shape[:2])

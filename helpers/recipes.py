@@ -1,9 +1,7 @@
 """Training runs as data: a recipe (``recipes/*.toml``) holds every choice of a run in the tables of :data:`DEFAULTS`
 (``[augment]``: fields of :class:`helpers.augment.AugmentParams`); an experiment (``experiments/*.toml``) holds
-``base = "../recipes/lenet.toml"`` (relative to itself) and the keys it changes. Every key is checked: an unknown key
-or a bad value is an error naming the file and the key. ``fallback_train`` replaces ``train`` (and ``validation``)
-when a data set of ``train`` is not on disk. The profile (:mod:`helpers.config`) scales only the sizes: faces read
-per data set and epochs (:func:`scaled`)."""
+``base = "../recipes/lenet.toml"`` (relative to itself) and the keys it changes. A bad key or value is an error naming
+the file and the key. A profile (:mod:`helpers.config`) scales only the sizes (:func:`scaled`)."""
 import copy
 import hashlib
 import json
@@ -17,7 +15,7 @@ from .models import MODEL_NAMES as ARCHITECTURES, MaskedLoss
 
 DEFAULTS: dict = {
     "model": {"architecture": None, "keypoints": 68, "dropout": 0.0},
-    "data": {"train": None, "repeat": {}, "validation": None, "fallback_train": []},
+    "data": {"train": None, "repeat": {}, "validation": None, "fallback_train": []},   # see train.resolve_data
     "augment": {},
     "loss": {"kind": "mae", "wing_px": [10.0, 2.0]},                # wing_px: the Wing loss' (w, epsilon), pixels
     "optimizer": {"learning_rate": 1e-3, "weight_decay": 0.0, "clipnorm": None},
@@ -103,18 +101,14 @@ def _check(recipe: dict, where: str) -> None:
 
 
 def load(path) -> dict:
-    """The recipe (or experiment) at ``path``, merged with its base and the defaults, checked. ``meta`` holds its
-    ``name`` (the file's stem), ``path``, ``files`` and ``sha256``: a hash of the recipe file and its bases, byte for
-    byte, which a run records and ``models/README.md`` checks against the repository."""
+    """The recipe (or experiment) at ``path``, merged with its base and the defaults, checked; ``meta["sha256"]``
+    hashes the recipe file and its bases byte for byte (a run records it, ``models/README.md`` shows it)."""
     path = Path(path)
     raw, files = _read(path)
     recipe = _merge(DEFAULTS, raw)
     _check(recipe, str(path))
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.read_bytes())
     recipe["meta"] = {"name": path.stem, "path": _relative(path), "files": [_relative(f) for f in files],
-                      "sha256": digest.hexdigest()}
+                      "sha256": hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()}
     return recipe
 
 
@@ -144,8 +138,7 @@ def scaled(recipe: dict, profile: config.Profile) -> dict:
 
 
 def same_settings(recipe: dict, settings: dict) -> bool:
-    """Whether a (scaled) ``recipe`` asks for exactly the ``settings`` a run recorded in its summary: comments and
-    layout do not count, and a key the run did not record (added to :data:`DEFAULTS` since) must hold its default."""
+    """Whether a (scaled) ``recipe`` asks for exactly the ``settings`` a run recorded (keys added since: defaults)."""
     body = {table: keys for table, keys in recipe.items() if table != "meta"}
     return body == {table: {**DEFAULTS.get(table, {}), **settings.get(table, {})} for table in body} and \
         set(settings) <= set(body)

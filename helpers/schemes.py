@@ -1,8 +1,7 @@
-"""Keypoint schemes: names, left/right pairs for flipping, drawing connectivity, and the 68 → 15 mapping.
-
-"Left" and "right" are the **subject's** sides, as in the Kaggle column names (``left_eye_center``, the subject's
-left eye, is on the *right* of a frontal photograph). iBUG 68 indices are 0-based here (300-W numbers them 1-68):
-0-16 jaw, 17-26 brows, 27-35 nose, 36-47 eyes (36-41 the subject's right eye), 48-67 mouth."""
+"""Keypoint schemes: names, left/right pairs for flipping, drawing connectivity, and the 68 → 15 mapping. "Left" and
+"right" are the **subject's** sides, as in the Kaggle column names (``left_eye_center`` is on the *right* of a frontal
+photograph). iBUG 68 indices are 0-based here (300-W numbers them 1-68): 0-16 jaw, 17-26 brows, 27-35 nose, 36-47
+eyes (36-41 the subject's right eye), 48-67 mouth."""
 import re
 from dataclasses import dataclass
 
@@ -43,7 +42,6 @@ class Scheme:
 
     @property
     def edges(self) -> list[tuple[int, int]]:
-        """Line segments for drawing, derived from the polylines."""
         return [e for idx, closed in self.polylines for e in zip(idx, idx[1:] + (idx[:1] if closed else ()))]
 
     def interocular(self, keypoints: np.ndarray) -> np.ndarray:
@@ -72,14 +70,9 @@ def _names_68() -> tuple[str, ...]:
     return tuple(names)
 
 
-_PAIRS_68 = tuple(
-    [(i, 16 - i) for i in range(8)]                     # jaw
-    + [(17 + i, 26 - i) for i in range(5)]              # brows
-    + [(31, 35), (32, 34)]                              # nostrils
-    + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]   # eyes
-    + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]             # outer lips
-    + [(60, 64), (61, 63), (65, 67)]                                 # inner lips
-)
+_PAIRS_68 = tuple([(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)]           # jaw, brows
+                  + [(31, 35), (32, 34), (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]  # nostrils, eyes
+                  + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)])  # lips
 
 SCHEME_68 = Scheme(
     name="68", names=_names_68(), flip_pairs=_PAIRS_68,
@@ -131,8 +124,7 @@ def to_15(keypoints68: np.ndarray) -> np.ndarray:
 
 
 def five_points(keypoints68) -> np.ndarray:
-    """(..., 5, 2) from (..., 68, 2): the eye centres (mean of each eye's six points; image left first), the nose
-    tip and the mouth corners (MTCNN's and ArcFace's five points)."""
+    """(..., 5, 2) from (..., 68, 2): eye centres (image left first), nose tip, mouth corners (MTCNN's, ArcFace's)."""
     kp = np.asarray(keypoints68, np.float64)
     return np.stack([kp[..., 36:42, :].mean(-2), kp[..., 42:48, :].mean(-2), kp[..., 30, :], kp[..., 48, :],
                      kp[..., 54, :]], axis=-2)

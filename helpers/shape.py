@@ -1,8 +1,5 @@
-"""A statistical shape model of the 68 points (Cootes, Taylor, Cooper & Graham, CVIU 1995): training shapes aligned
-by generalised Procrustes analysis (position, size and in-plane rotation removed), then PCA. A face's distance in
-shape space flags implausible keypoints; projecting onto the model within ±3 standard deviations repairs them.
-
-``facekp shape --fit`` fits it on the training splits of the recipes' data and writes ``models/shape68.json``."""
+"""A statistical shape model of the 68 points (Cootes et al., CVIU 1995): Procrustes-aligned training shapes, then PCA.
+A face's distance in shape space flags implausible keypoints, projection repairs them (fit: ``facekp shape --fit``)."""
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +13,8 @@ TRAIN_SPECS = ("youtube-faces-68", "300w/helen-train", "300w/lfpw-train")
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The similarity (``A`` = scale × rotation, 2×2, no reflection; ``t``) with ``src @ A.T + t`` closest to
-    ``dst`` in least squares (Umeyama 1991). Both (K, 2), no missing points."""
+    """Least-squares similarity (``A``: scale × rotation, no reflection): ``src @ A.T + t`` ≈ ``dst`` (Umeyama 1991);
+    both (K, 2) without missing points."""
     ms, md = src.mean(0), dst.mean(0)
     s, d = src - ms, dst - md
     a, b = (s * d).sum(), (s[:, 0] * d[:, 1] - s[:, 1] * d[:, 0]).sum()       # the complex-number solution
@@ -50,8 +47,7 @@ class ShapeModel:
                              / (len(b) + dof)))
 
     def project(self, keypoints, limit: float = 3.0) -> np.ndarray:
-        """The closest face the model can make with every parameter within ±``limit`` standard deviations, in the
-        face's own position, size and rotation."""
+        """The closest face the model makes with parameters within ±``limit`` std devs, in the face's own pose."""
         b, _, (a, t) = self._params(keypoints)
         b = np.clip(b, -limit * np.sqrt(self.variances), limit * np.sqrt(self.variances))
         shape = self.mean + (b @ self.components).reshape(self.mean.shape)
@@ -74,8 +70,7 @@ class ShapeModel:
 
 
 def fit(keypoints: np.ndarray, variance_kept: float = 0.98, iterations: int = 10) -> ShapeModel:
-    """Fit a :class:`ShapeModel` to faces (N, K, 2) without missing points: Procrustes to the evolving mean, then
-    the principal components that keep ``variance_kept`` of the aligned shapes' variance."""
+    """A :class:`ShapeModel` of the complete faces (N, K, 2): components keeping ``variance_kept`` of the variance."""
     kp = np.asarray(keypoints, np.float64)
     kp = kp[np.isfinite(kp).all(axis=(1, 2))]
     if len(kp) < 10:

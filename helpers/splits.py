@@ -1,8 +1,7 @@
 """Identity-disjoint train / validation / test splits, and the cached preprocessed faces of a data set. A person's
-split is a pure function of ``(seed, identity)``, a hash cut at the split fractions: seeded, reproducible anywhere,
-one split per person, stable when faces are added. Rules: ``youtube-faces-68`` (its two CSVs merged: they share all
-347 test people) 80 / 10 / 10 by person; ``300w/afw`` test only; the other 300-W folders (``helen-train``,
-``lfpw-train``) 90 / 10 / 0 by image; ``kaggle`` (no person labels) 80 / 10 / 10 by row."""
+split is a hash of ``(seed, identity)`` cut at the split fractions: reproducible anywhere, stable when faces are added.
+Rules: ``youtube-faces-68`` (both CSVs merged: they share all 347 test people) 80 / 10 / 10 by person; ``300w/afw``
+test only; the other 300-W folders 90 / 10 / 0 by image; ``kaggle`` (no person labels) 80 / 10 / 10 by row."""
 import hashlib
 import io
 import warnings
@@ -32,8 +31,7 @@ def assign_splits(identities, fractions=(0.8, 0.1, 0.1), seed: int = config.DEFA
     f = np.asarray(fractions, dtype=float)
     if f.shape != (3,) or np.any(f < 0) or not np.isclose(f.sum(), 1.0):
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    cuts = np.cumsum(f)
-    ids = np.asarray(identities, dtype=str)
+    cuts, ids = np.cumsum(f), np.asarray(identities, dtype=str)
     u = {i: int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:8], "big") / 2**64 for i in np.unique(ids)}
     split = {i: SPLITS[min(int(np.searchsorted(cuts, v, side="right")), 2)] for i, v in u.items()}   # past 1: test
     return np.array([split[i] for i in ids], dtype=str)
@@ -56,8 +54,7 @@ def split_table(faces_by_split: dict[str, Faces]) -> pd.DataFrame:
 
 
 def data_fingerprint(specs) -> str:
-    """A sha256 hex digest over the names and bytes of every file behind ``specs`` (one spec or several): it
-    changes whenever the data does, even for a file edited in place with its size and time kept."""
+    """A sha256 hex digest of the names and bytes (not sizes and times) of the files behind ``specs`` (one or more)."""
     h = hashlib.sha256()
     for spec in [specs] if isinstance(specs, str) else specs:
         path = data.parse_spec(spec).path
@@ -68,8 +65,7 @@ def data_fingerprint(specs) -> str:
 
 def load_faces(spec: str, split: str | None = None, max_faces: int | None = None, size: int = config.IMAGE_SIZE,
                seed: int = config.DEFAULT_SEED, cache: bool = True, progress: bool = True) -> Faces:
-    """Load, crop and split a data set: :class:`helpers.preprocess.Faces` of ``split`` (``train``/``val``/``test``),
-    or of every face for ``None``; cached as ``.npz`` under a key of the data's content (:func:`data_fingerprint`)."""
+    """The :class:`Faces` of ``split`` (None: all) of a data set, cached under a key of its content and parameters."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     faces, path = None, None
@@ -92,12 +88,11 @@ def load_faces(spec: str, split: str | None = None, max_faces: int | None = None
 
 
 def split_of(faces: Faces, seed: int = config.DEFAULT_SEED) -> np.ndarray:
-    """The split of each face of ``faces``, by its identity and its data set's rule."""
     return assign_splits(faces.identities, fractions_for(faces.source), seed)
 
 
-def load_splits(spec: str, **kwargs) -> dict[str, Faces]:
+def load_splits(spec: str, seed: int = config.DEFAULT_SEED, **kwargs) -> dict[str, Faces]:
     """``{"train": Faces, "val": Faces, "test": Faces}`` for a data set (empty splits included)."""
     faces = load_faces(spec, None, **kwargs)
-    labels = split_of(faces)
+    labels = split_of(faces, seed)
     return {s: faces.subset(labels == s) for s in SPLITS}

@@ -1,9 +1,6 @@
-"""Training: a recipe (:mod:`helpers.recipes`) in, a run folder out: ``model.keras`` (the best epoch by validation
-NME), ``history.csv`` (one row per epoch), ``summary.json`` (:func:`summarise`) and, not committed, ``backup.npz`` and
-``train.log``; every file is written under a temporary name and renamed into place. The backup holds the weights, the
-optimizer's state (its step counter drives the schedule), the best value and epoch and early stopping's counter, and
-an epoch's batches depend on (seed, epoch) only: a run killed at any moment and resumed (the same command again) ends
-with the same weights and summary as an uninterrupted one."""
+"""Training: a recipe (:mod:`helpers.recipes`) in, a run folder (:data:`FILES`, written atomically) out. The backup
+holds weights, optimizer state and the run's state, and an epoch's batches depend on (seed, epoch) only: a run killed
+at any moment and resumed (the same command again) ends as an uninterrupted one, weights and summary alike."""
 import hashlib
 import io
 import json
@@ -28,7 +25,7 @@ from .preprocess import Faces, denormalise_keypoints
 from .schemes import get_scheme, to_15
 
 FILES = {"model": "model.keras", "history": "history.csv", "summary": "summary.json", "backup": "backup.npz",
-         "log": "train.log"}
+         "log": "train.log"}            # model: the best epoch by validation NME; backup and log are not committed
 
 
 def concat_faces(parts: list[Faces], source: str) -> Faces:
@@ -41,20 +38,21 @@ def concat_faces(parts: list[Faces], source: str) -> Faces:
                  cat["crops"], parts[0].scheme, source)
 
 
-def _as_scheme(faces: Faces, keypoints: int) -> Faces:
-    """``faces`` with 68 points mapped to the 15 of the thesis' scheme when the recipe asks for 15."""
-    if faces.scheme.num_keypoints == keypoints:
+def _load(spec: str, split: str, recipe: dict, progress: bool) -> Faces:
+    """A split of a data set for a scaled recipe, 68 points mapped to the thesis' 15 when the recipe asks for 15."""
+    faces = splits.load_faces(spec, split, max_faces=recipe["meta"].get("max_faces"), progress=progress)
+    k = recipe["model"]["keypoints"]
+    if faces.scheme.num_keypoints == k:
         return faces
-    if keypoints != 15 or faces.scheme.num_keypoints != 68:
-        raise ValueError(f"{faces.source} has {faces.scheme.num_keypoints} keypoints; the recipe wants {keypoints}")
+    if k != 15 or faces.scheme.num_keypoints != 68:
+        raise ValueError(f"{faces.source} has {faces.scheme.num_keypoints} keypoints; the recipe wants {k}")
     return replace(faces, keypoints=to_15(faces.keypoints), scheme=get_scheme("15"))
 
 
 def resolve_data(recipe: dict) -> dict:
-    """The scaled recipe with ``[data]`` as this machine can run it: unchanged when every data set is on disk (so its
-    content hash is the recipe's own); else ``fallback_train``, for training and validation, when a ``train`` set is
-    missing and the recipe names one; else the sets that are on disk, with a warning naming the others (a clone
-    with only the YouTube-Faces download runs chapters 01–07). ``meta["missing_data"]`` lists what was left out."""
+    """The scaled recipe with ``[data]`` as this machine can run it: unchanged when every set is on disk (its hash
+    stays the recipe's); else ``fallback_train`` for both parts if a ``train`` set is missing and it names one; else
+    the sets on disk, with a warning (a clone with only YouTube-Faces runs chapters 01–07; ``meta["missing_data"]``)."""
     d, present = recipe["data"], set(data.available())
     if set(d["train"] + d["validation"]) <= present:
         return recipe
@@ -73,22 +71,17 @@ def resolve_data(recipe: dict) -> dict:
 
 
 def training_data(recipe: dict, progress: bool = False) -> tuple[Faces, dict[str, Faces]]:
-    """(training faces, {validation part: faces}) of a scaled recipe (:func:`resolve_data`): the ``train`` splits
-    of ``[data].train`` (each repeated ``repeat`` times) and the ``val`` splits of ``[data].validation``."""
+    """(training faces, {validation part: faces}) of a scaled recipe (:func:`resolve_data`), ``repeat`` applied."""
     recipe = resolve_data(recipe)
-    d, k, max_faces = recipe["data"], recipe["model"]["keypoints"], recipe["meta"].get("max_faces")
-    specs, validation = d["train"], d["validation"]
-    parts, labels = [], []
-    for spec in specs:
+    d, parts, labels = recipe["data"], [], []
+    for spec in d["train"]:
         times = d["repeat"].get(spec, 1)
-        faces = _as_scheme(splits.load_faces(spec, "train", max_faces=max_faces, progress=progress), k)
-        parts += [faces] * times
+        parts += [_load(spec, "train", recipe, progress)] * times
         labels.append(spec + (f"*{times}" if times > 1 else ""))
-    val = {spec: _as_scheme(splits.load_faces(spec, "val", max_faces=max_faces, progress=progress), k)
-           for spec in validation}
+    val = {spec: _load(spec, "val", recipe, progress) for spec in d["validation"]}
     val = {s: f for s, f in val.items() if len(f)}
     if not val:
-        raise ValueError(f"{recipe['meta']['path']}: no validation faces in {validation}")
+        raise ValueError(f"{recipe['meta']['path']}: no validation faces in {d['validation']}")
     return concat_faces(parts, "+".join(labels)), val
 
 
@@ -181,8 +174,7 @@ def schedule(recipe: dict, steps_per_epoch: int):
 
 
 def new_model(recipe: dict, steps_per_epoch: int, frozen_bn: bool = False) -> keras.Model:
-    """The recipe's network, seeded and compiled with its loss, optimizer and schedule (``frozen_bn``: for the
-    last ``frozen_bn_epochs``, batch norm frozen by :func:`helpers.models.freeze_batchnorm`)."""
+    """The recipe's network, seeded and compiled (``frozen_bn``: batch norm frozen, for the last epochs)."""
     keras.utils.set_random_seed(recipe["training"]["seed"])
     m, loss, opt = recipe["model"], recipe["loss"], recipe["optimizer"]
     model = build_model(m["architecture"], str(m["keypoints"]), dropout=m["dropout"])
@@ -204,10 +196,9 @@ def run_logger(run_dir: Path, quiet: bool = False):
 
 
 def frozen_bn_phase(recipe: dict, model: keras.Model, steps_per_epoch: int) -> keras.Model:
-    """The network of the run's last ``frozen_bn_epochs``: ``model``'s weights with batch norm frozen, and a new
-    optimizer (JAX wants its variables to be the trainable ones) that carries over the step and the optimizer's
-    state of every variable that still trains: fresh zero moments at a late step would escape Adam's bias
-    correction and take steps several times too large."""
+    """``model`` with batch norm frozen, for the last ``frozen_bn_epochs``: a new optimizer (JAX wants its variables
+    to be the trainable ones) with the step and the moments of every variable that still trains, as fresh zero
+    moments at a late step would escape Adam's bias correction and take steps several times too large."""
     frozen = new_model(recipe, steps_per_epoch, frozen_bn=True)
     frozen.set_weights(model.get_weights())
     frozen.optimizer.build(frozen.trainable_variables)
@@ -219,9 +210,8 @@ def frozen_bn_phase(recipe: dict, model: keras.Model, steps_per_epoch: int) -> k
 
 def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: bool = False,
           progress: bool = False) -> RunResult:
-    """Train the recipe at ``recipe_path`` with a profile's sizes into ``out``; resume if ``out`` holds a backup.
-    ``out`` defaults to ``models/runs/<recipe name>-<profile>``; ``restart`` discards an earlier run there;
-    ``progress`` shows progress bars (data loading, and each epoch's batches on a terminal)."""
+    """Train a recipe with a profile's sizes into ``out`` (default ``models/runs/<recipe>-<profile>``), resuming from
+    its backup unless ``restart``; ``progress``: progress bars (data loading, and batches on a terminal)."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
     recipe = resolve_data(recipes.scaled(recipes.load(recipe_path), profile))
     partial = "".join(f"-{s.rpartition('/')[2]}" for s in recipe["data"]["train"]) \
@@ -268,8 +258,7 @@ def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: boo
 
 
 def summarise(run_dir: Path, recipe: dict, state: dict, train_faces: Faces, val: dict[str, Faces]) -> dict:
-    """Write and return ``summary.json``: what the run was, used and reached (a hash of the weights, since the
-    ``.keras`` file also records when it was saved)."""
+    """Write and return ``summary.json`` (a hash of the weights: the ``.keras`` file also records when it was saved)."""
     best = next(r for r in state["history"] if r["epoch"] == state["best_epoch"])
     best_model = keras.models.load_model(run_dir / FILES["model"], compile=False)
     specs = sorted(set(recipe["data"]["train"] + recipe["data"]["validation"] + recipe["data"]["fallback_train"])
@@ -315,16 +304,15 @@ def experiments_table(run_dirs) -> pd.DataFrame:
 
 def committed_or_trained(name: str, profile=None, train_now: bool = False, *, prefer_committed: bool = False
                          ) -> RunResult:
-    """For the chapters: the committed run ``models/<name>/`` in the full profile (in every profile with
-    ``prefer_committed``, as the chapters that evaluate want); otherwise (or with ``train_now``) a run of
-    ``recipes/<name>.toml`` with the profile's sizes in ``models/runs/`` (resumed if there). In the full profile a
-    missing model is an error unless ``train_now``: a full recipe trains for hours."""
+    """For the chapters: the committed run ``models/<name>/`` in the full profile (in any with ``prefer_committed``);
+    else, or with ``train_now``, :func:`train` of ``recipes/<name>.toml`` in the profile. In the full profile a
+    missing model is an error unless ``train_now``: hours of training must be asked for."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
     committed = config.MODELS_DIR / name
     if (profile.name == "full" or prefer_committed) and not train_now and (committed / FILES["summary"]).exists():
         return RunResult(committed, json.loads((committed / FILES["summary"]).read_text()),
                          pd.read_csv(committed / FILES["history"]))
-    if profile.name == "full" and not train_now:        # hours of training must be asked for, not stumbled into
+    if profile.name == "full" and not train_now:
         out = committed.relative_to(config.ROOT) if committed.is_relative_to(config.ROOT) else committed
         raise FileNotFoundError(f"{committed} holds no trained model: train it with `facekp train recipes/{name}.toml "
                                 f"--profile full --out {out}` (hours on a CPU), set TRAIN = True in the chapter, or "
@@ -395,5 +383,6 @@ def models_readme(root: Path | None = None) -> str:
               "splits' faces)" for p in sorted(root.glob("shape*.json"))]
     others += [f"- `{p.relative_to(root.parent).as_posix()}`: `facekp export {p.parent.name}` (int8 ONNX for fast "
                "inference)" for p in sorted(root.glob("*/model.int8.onnx"))]
-    return "\n".join([README_HEAD, *table, "", "Targets: the NME each model is asked to reach (`helpers.train.TARGETS`).",
-                      "", *cards, "## Experiment tables", "", *tables, "", "## Other files", "", *others, ""])
+    targets = "Targets: the NME each model is asked to reach (`helpers.train.TARGETS`)."
+    return "\n".join([README_HEAD, *table, "", targets, "", *cards, "## Experiment tables", "", *tables, "",
+                      "## Other files", "", *others, ""])

@@ -1,9 +1,6 @@
-"""Video (chapter 09, ``facekp video``): frames from a file or a webcam; the face tracked from frame to frame through
-the crop geometry the networks were trained on (the detector runs on the first frame and only when needed); the
-keypoints checked against the shape model and smoothed over time; an annotated video and one JSON line per frame.
-
-Smoothing works in units of the face's size, so one setting serves any resolution: :class:`OneEuro` (Casiez,
-Roussel & Vogel, CHI 2012; MediaPipe's face landmarker uses it) and a plain :class:`MovingAverage`."""
+"""Video (chapter 09, ``facekp video``): a face tracked through a file or webcam in the networks' training crops, its
+keypoints checked against the shape model and smoothed in face sizes (any resolution); annotated video, JSON lines."""
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,8 +22,8 @@ class VideoError(ValueError):
 
 
 class VideoReader:
-    """Iterate ``(index, seconds, rgb)`` over the frames of a file or a webcam (an ``int``). After the loop,
-    ``frames_read`` and ``problem`` (a truncated file: fewer frames than its header announced) say how it went."""
+    """Iterate ``(index, seconds, rgb)`` over a file's or a webcam's (``int``) frames; afterwards ``frames_read`` and
+    ``problem`` (a truncated file: fewer frames than its header announced) say how it went."""
 
     def __init__(self, source: str | Path | int, max_frames: int | None = None):
         self.source, self.max_frames, self.frames_read, self.problem = source, max_frames, 0, ""
@@ -43,9 +40,9 @@ class VideoReader:
                 raise VideoError(f"{path}: not a video OpenCV can read (or it has no frames)")
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         self.fps = self.cap.get(cv2.CAP_PROP_FPS) or 25.0
-        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        count, self.width, self.height = (int(self.cap.get(p)) for p in (
+            cv2.CAP_PROP_FRAME_COUNT, cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
         self.expected = count if count > 0 and not isinstance(source, int) else None
-        self.width, self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
 
     def __len__(self) -> int:
         return min(self.expected or 0, self.max_frames or self.expected or 0)
@@ -56,8 +53,7 @@ class VideoReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Release the file or camera (iterating to the end does it too)."""
+    def close(self) -> None:                # iterating to the end closes too
         self.cap.release()
 
     def __iter__(self):
@@ -75,8 +71,7 @@ class VideoReader:
 
 
 class VideoWriter:
-    """Write RGB frames to an ``.mp4`` (``mp4v``) or ``.avi`` (``MJPG``) that OpenCV reads back; the file appears
-    under its name only when closed (a temporary name until then)."""
+    """RGB frames to an ``.mp4`` (``mp4v``) or ``.avi`` (``MJPG``), under a temporary name until closed."""
 
     def __init__(self, path, fps: float, size: tuple[int, int]):
         self.path = Path(path)
@@ -97,14 +92,10 @@ class VideoWriter:
         return self.tmp.replace(self.path)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# smoothing: each filter takes keypoints (K, 2), the time in seconds and the face size in pixels
-# ---------------------------------------------------------------------------------------------------------------
+# --- smoothing: each filter takes keypoints (K, 2), the time in seconds and the face size in pixels -------------
 class OneEuro:
-    """The One Euro filter: an exponential smoother whose cutoff frequency rises with speed, so a still face is
-    smoothed hard (``min_cutoff`` Hz) and a moving one follows with little lag. ``beta`` in Hz per (face sizes per
-    second): the speed is measured relative to the face size, so the setting does not depend on resolution. The
-    defaults come from the parameter study of chapter 09 (``benchmarks/video.py`` measures them)."""
+    """One Euro filter (Casiez et al., CHI 2012): its cutoff (``min_cutoff`` Hz still) rises by ``beta`` Hz per face
+    size per second of speed, so a moving face follows with little lag. Defaults: chapter 09's parameter study."""
 
     def __init__(self, min_cutoff: float = 2.0, beta: float = 4.0, d_cutoff: float = 1.0):
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
@@ -170,13 +161,10 @@ class NoSmoothing(MovingAverage):
 SMOOTHERS = {"one-euro": OneEuro, "average": MovingAverage, "none": NoSmoothing}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# tracking
-# ---------------------------------------------------------------------------------------------------------------
+# --- tracking --------------------------------------------------------------------------------------------------
 @dataclass
 class FrameResult:
-    """One frame: the crop the network saw, the raw and the smoothed keypoints (None without a face), whether the
-    detector ran, the shape-space distance and whether the shape model repaired the face."""
+    """One frame: the crop the network saw, raw and smoothed keypoints (None without a face), the shape distance."""
     index: int
     time: float
     crop: np.ndarray | None = None
@@ -197,13 +185,11 @@ class FrameResult:
 
 
 class Tracker:
-    """Keypoints frame after frame. Between detections, the next crop is the training crop of the previous frame's
-    keypoints (:func:`helpers.preprocess.box_to_crop`). The detector runs on the first frame, every
-    ``redetect_every`` frames, when the face leaves the picture, and when it looks implausible (shape distance over
-    ``max_distance``; a face a fresh detection does not mend is projected onto the ``shape`` model). Only a face
-    inside the followed crop counts. A check that finds none loses the face if the crop no longer looks like the
-    face last detected (normalised cross-correlation of 32² crops under ``min_similarity``): the detector misses
-    turned heads that the network still follows. ``start``: a first crop (x0, y0, side) instead of the detector's."""
+    """Keypoints frame after frame, the next crop the training crop of the last keypoints. The detector runs with no
+    face followed, every ``redetect_every`` frames and on an implausible face (shape distance > ``max_distance``:
+    projected onto ``shape`` if detection does not mend it). Finding none, it keeps the crop while that looks like
+    the last detection (normalised cross-correlation of 32² crops ≥ ``min_similarity``): the network follows turned
+    heads the detector misses. ``start``: a first crop (x0, y0, side) instead of the detector's."""
 
     def __init__(self, predictor: Predictor, smoother=None, shape: ShapeModel | None = None,
                  redetect_every: int = 10, min_similarity: float = 0.5, max_distance: float = 3.0, start=None):
@@ -227,8 +213,7 @@ class Tracker:
         return kp, (self.shape.distance(kp) if self.shape else float("nan"))
 
     def _check(self, gray, out: FrameResult) -> None:
-        """Run the detector: a face found replaces the crop (and the reference look); none found keeps the crop
-        only while it still looks like the reference."""
+        """Run the detector: a face found replaces the crop and the reference look."""
         found, out.detected, self.since_detection = self._detect(gray), True, 0
         if found is not None:
             self.crop, self.reference = found, preprocess.crop_face(gray, found, 32).astype(np.float32)
@@ -268,19 +253,16 @@ class Tracker:
 def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeModel | None = None,
           out: str | Path | None = None, json_out: str | Path | None = None, max_frames: int | None = None,
           progress: bool = True, overlay: str | None = None, **tracker_args) -> dict:
-    """Run a :class:`Tracker` over a video file or webcam (``int``); write the annotated video and JSON lines if
-    asked (``overlay="glasses"``: glasses instead of the keypoints). Returns ``frames`` (the :class:`FrameResult`
-    list) and a summary: frames read, frames with a face,
-    detector runs, repairs, processing frames per second (decode + track + keypoints + smoothing), problems."""
+    """A :class:`Tracker` over a video file or webcam (``int``), writing the annotated video (``overlay="glasses"``:
+    glasses, not keypoints) and JSON lines if asked. Returns ``frames`` (:class:`FrameResult`) and a summary."""
     if smooth not in SMOOTHERS or overlay not in (None, "glasses"):
         raise ValueError(f"smooth must be one of {sorted(SMOOTHERS)} (got {smooth!r}) and overlay None or 'glasses'")
     reader = VideoReader(source, max_frames)
     tracker = Tracker(predictor, SMOOTHERS[smooth](), shape, **tracker_args)
     writer = VideoWriter(out, reader.fps, (reader.width, reader.height)) if out else None
     part = Path(f"{json_out}.part") if json_out else None
-    lines = open(part, "w") if part else None
     frames, busy, names = [], 0.0, predictor.model.scheme.names
-    try:
+    with open(part, "w") if part else contextlib.nullcontext() as lines:
         t_end = time.perf_counter()
         for index, t, rgb in tqdm(reader, total=len(reader) or None, desc="facekp video", unit="frame",
                                   disable=not progress):
@@ -293,9 +275,6 @@ def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeMo
             if lines:
                 lines.write(json.dumps(r.to_dict(names, reader.width, reader.height)) + "\n")
             t_end = time.perf_counter()
-    finally:
-        if lines:
-            lines.close()
     if not frames:
         raise VideoError(f"{source}: no frame could be read")
     if writer:
@@ -309,15 +288,12 @@ def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeMo
             "fps": len(frames) / max(busy, 1e-9), "problem": reader.problem}
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# sequences with known truth, and what to measure on them
-# ---------------------------------------------------------------------------------------------------------------
+# --- sequences with known truth, and what to measure on them ----------------------------------------------------
 PHOTOS = ("300w/helen-train", "300w/lfpw-train")       # annotated photographs whose validation splits become clips
 
 
 def validation_photos(count: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """``count`` validation photographs spread evenly over :data:`PHOTOS` (never trained on), full size, with their
-    keypoints (N, 68, 2): the material of :func:`moving_sequence`."""
+    """``count`` validation photographs of :data:`PHOTOS` (never trained on), full size, and keypoints (N, 68, 2)."""
     images, keypoints = [], []
     for spec in PHOTOS:
         ds = data.load(spec, progress=False)
@@ -330,12 +306,9 @@ def validation_photos(count: int) -> tuple[list[np.ndarray], np.ndarray]:
 
 def moving_sequence(image, keypoints, frames: int = 100, fps: float = 25.0, still: bool = False, seed: int = 0,
                     side: int = 480, noise: float = 3.0, jpeg: int = 85) -> tuple[list[np.ndarray], np.ndarray]:
-    """An annotated photograph as a clip whose every frame's keypoints are known: cropped around the face (3 × its
-    size, resized to ``side``²: the face is about a third of the frame), then moved along a smooth random path (a
-    few sines: shifts up to 0.08 face sizes, rotation up to 4°, scale ±4 %, 0.15-0.5 Hz: a talking head's pace),
-    with Gaussian sensor
-    noise (``noise`` gray levels) and JPEG re-encoding on every frame. ``still``: no motion, fresh noise only.
-    Returns the RGB frames and the true keypoints (T, K, 2)."""
+    """An annotated photograph as a clip with known keypoints (T, K, 2): a ``side``² crop 3 × the face's size, moved
+    along a smooth random path (shifts up to 0.08 face sizes, rotation 4°, scale ±4 %, at 0.15-0.5 Hz: a talking
+    head's pace; ``still``: none), with Gaussian noise (``noise`` gray levels) and JPEG re-encoding per frame."""
     rng, image = np.random.default_rng(seed), preprocess.as_rgb(image)
     x0, y0, x1, y1 = preprocess.keypoint_box(keypoints)
     crop = preprocess.box_to_crop((x0, y0, x1, y1), scale=3.0)
@@ -354,8 +327,7 @@ def moving_sequence(image, keypoints, frames: int = 100, fps: float = 25.0, stil
 
 
 def track_errors(pred: np.ndarray, truth: np.ndarray, scheme: Scheme) -> dict:
-    """NME per frame (NaN where the face was lost), ``jitter``: the mean frame-to-frame change of the error
-    vectors over the inter-ocular distance (consecutive tracked frames), and the fraction of frames ``kept``."""
+    """NME per frame (NaN: lost), ``jitter`` (mean frame-to-frame change of the errors / inter-ocular), ``kept``."""
     iod = scheme.interocular(truth)
     err = (pred - truth) / iod[:, None, None]
     nme = np.linalg.norm(err, axis=-1).mean(-1)
@@ -378,11 +350,8 @@ def lag_frames(pred: np.ndarray, truth: np.ndarray, max_lag: float = 8.0, step: 
 
 def smoothing_table(predictor: Predictor, images, keypoints, scheme: Scheme, frames: int = 100, fps: float = 25.0,
                     smoothers: dict | None = None, progress: bool = True) -> pd.DataFrame:
-    """Track each annotated photograph as a moving and as a still :func:`moving_sequence` (the tracker starts from
-    the first frame's landmark box, so the detector's misses are not counted), then smooth the raw track with each
-    of ``smoothers`` (name → filter; default: none, a 5-frame average, One Euro). One row per sequence and
-    smoother: ``motion``, ``smoother``, ``nme`` (mean over tracked frames), ``jitter``, ``lag`` (frames),
-    ``kept`` (fraction of frames tracked), ``detector_runs`` per 100 frames, ``ms`` per frame of tracking."""
+    """Each photograph tracked as a moving and a still :func:`moving_sequence` from its true first box (no detector
+    misses), then smoothed by each of ``smoothers``: a row per sequence and smoother (``detector_runs`` per 100)."""
     smoothers = smoothers or {"none": NoSmoothing(), "average": MovingAverage(5), "one-euro": OneEuro()}
     rows = []
     for i in tqdm(range(len(images)), desc="sequences", disable=not progress, leave=False):

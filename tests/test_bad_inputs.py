@@ -18,8 +18,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from helpers import cli, data, download, export
+from helpers import cli, config, data, download, export
 from .support import face_68, write_face, write_pts
+
+
+@pytest.fixture(autouse=True)
+def _scratch_cache(tmp_path, monkeypatch):
+    """Every data set here is made up by its test: its cached crops go to the test's folder, not to data/cache."""
+    monkeypatch.setattr(config, "CACHE_DIR", tmp_path / "cache")
+
 
 GOOD = 4                                        # good faces in every corpus
 

@@ -29,7 +29,8 @@ def toc():
 
 
 def _chapters():
-    return sorted(p.relative_to(ROOT).with_suffix("").as_posix() for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    chapters = (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")
+    return sorted(p.relative_to(ROOT).with_suffix("").as_posix() for p in chapters)
 
 
 def test_toc_lists_every_notebook_in_numeric_order(toc):

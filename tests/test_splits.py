@@ -69,6 +69,15 @@ def test_load_faces_from_folder_and_cache(tiny_youtube, monkeypatch, tmp_path):
         splits.load_faces("youtube-faces-68", "training")
 
 
+
+@needs_real_data
+def test_load_splits_uses_its_seed():
+    """Another seed gives another split, the same one load_faces gives for that seed."""
+    a, b = (splits.load_splits("youtube-faces-68", seed=s, progress=False) for s in (42, 7))
+    assert set(a["test"].identities) != set(b["test"].identities)
+    same = splits.load_faces("youtube-faces-68", "test", seed=7, progress=False)
+    assert list(same.names) == list(b["test"].names)
+
 @needs_real_data
 def test_real_youtube_split_is_identity_disjoint():
     by_split = splits.load_splits("youtube-faces-68", progress=False)
