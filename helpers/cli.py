@@ -217,6 +217,8 @@ def cmd_download(args) -> int | None:
 
 
 def cmd_train(args) -> int | None:
+    if config.import_keras().backend.backend() == "tensorflow":
+        os.environ.setdefault("TF_XLA_FLAGS", config.XLA_FLAGS)      # read at the first graph; yours is kept
     result = train.train(args.recipe, args.profile, args.out, restart=args.restart, progress=True)
     s = result.summary
     print(f"{result.model_path}: best epoch {s['best_epoch']} of {s['epochs_run']} ({s['stopped_by']}), validation "

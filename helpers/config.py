@@ -18,6 +18,8 @@ RUNS_DIR = MODELS_DIR / "runs"          # checkpoints, backups and logs of train
 
 IMAGE_SIZE = 96          # side of the square grayscale crops the networks see
 DEFAULT_SEED = 42
+# TensorFlow's XLA auto-clustering, which `facekp train` turns on (benchmarks/training.py measures its gain)
+XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
 
 
 def figures_dir() -> Path:

@@ -4,6 +4,7 @@ at any moment and resumed (the same command again) ends as an uninterrupted one,
 import hashlib
 import io
 import json
+import os
 import platform
 import sys
 import time
@@ -277,7 +278,8 @@ def summarise(run_dir: Path, recipe: dict, state: dict, train_faces: Faces, val:
                                                   for w in best_model.weights)).hexdigest(),
         "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1),
         "versions": {"python": platform.python_version(), "backend": keras.backend.backend(),
-                     "keras": keras.__version__, "numpy": np.__version__, "pandas": pd.__version__},
+                     "keras": keras.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+                     **({"TF_XLA_FLAGS": os.environ["TF_XLA_FLAGS"]} if os.environ.get("TF_XLA_FLAGS") else {})},
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_atomic(run_dir / FILES["summary"], json.dumps(summary, indent=2) + "\n")

@@ -1,4 +1,5 @@
 import json
+import os
 
 from helpers import cli, config
 
@@ -32,3 +33,15 @@ def test_facekp_download_from_a_local_archive(tmp_path, tiny_youtube, monkeypatc
     assert (tmp_path / "root" / "youtube-faces-68" / "test_frames_keypoints.csv").exists()
     assert cli.main(["download", "300w"]) == 1
     assert "registration" in capsys.readouterr().err
+
+
+def test_facekp_train_turns_on_xla_auto_clustering_unless_told_otherwise(monkeypatch, capsys):
+    summary = {"best_epoch": 1, "epochs_run": 1, "stopped_by": "epochs", "best_val_nme": 0.1, "train_seconds": 6}
+    seen = []
+    monkeypatch.setattr(cli.train, "train", lambda *a, **k: seen.append(os.environ.get("TF_XLA_FLAGS"))
+                        or cli.train.RunResult(config.ROOT / "x", summary, None))
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    assert cli.main(["train", "recipes/lenet.toml"]) == 0
+    monkeypatch.setenv("TF_XLA_FLAGS", "")                  # a setting of the user's own (here: XLA off) is kept
+    assert cli.main(["train", "recipes/lenet.toml"]) == 0
+    assert seen == [config.XLA_FLAGS, ""] and "validation NME 10.00 %" in capsys.readouterr().out

@@ -109,7 +109,7 @@ def test_killed_run_resumes_to_the_same_model_and_summary(tmp_path, frozen_bn_ep
     train.train(recipe, "smoke", b, quiet=True)
     assert _weights(a) == _weights(b)
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_XLA_FLAGS": ""}     # facekp train's XLA off, as in a and b
     proc = subprocess.Popen([sys.executable, "-m", "helpers.cli", "train", recipe, "--profile", "smoke",
                              "--out", str(c)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             env=env, cwd=config.ROOT)
