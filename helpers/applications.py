@@ -23,13 +23,16 @@ def camera(width: int, height: int) -> np.ndarray:
     return np.array([[width, 0, (width - 1) / 2], [0, width, (height - 1) / 2], [0, 0, 1]], dtype=np.float64)
 
 
-def head_pose(keypoints, width: int, height: int) -> dict:
+def head_pose(keypoints, width: int, height: int, focal: float | None = None) -> dict:
     """Yaw (+: turned to the image's right), pitch (+: up) and roll (+: clockwise) in degrees of a face (68, 2) by
-    ``cv2.solvePnP`` of :data:`FACE_3D`; also its rotation and translation vectors, for drawing."""
+    ``cv2.solvePnP`` of :data:`FACE_3D`; also its rotation and translation vectors, for drawing. ``focal``: the
+    focal length in pixels (default: :func:`camera`'s guess, the image width)."""
     pts = np.asarray(keypoints, np.float64)[list(POSE_POINTS)]
     if not np.isfinite(pts).all():
         raise ValueError("head pose needs the nose tip, chin, outer eye corners and mouth corners")
     cam = camera(width, height)                     # start frontal, at the distance the eye corners' spacing says
+    if focal is not None:
+        cam[0, 0] = cam[1, 1] = focal
     z = cam[0, 0] * 450.0 / max(np.linalg.norm(pts[3] - pts[2]), 1e-6)
     tvec0 = np.array([(pts[0, 0] - cam[0, 2]) * z / cam[0, 0], (pts[0, 1] - cam[1, 2]) * z / cam[0, 0], z])
     ok, rvec, tvec = cv2.solvePnP(FACE_3D, pts, cam, None, np.zeros(3), tvec0, useExtrinsicGuess=True,
