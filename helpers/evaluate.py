@@ -75,6 +75,20 @@ def failure_rate(nme, threshold: float = 0.08) -> float:
     return float(np.mean(_valid(nme) > threshold))
 
 
+def paired_bootstrap(values: dict, groups, samples: int = 2000, size: int | None = None,
+                     seed: int = config.DEFAULT_SEED) -> dict:
+    """``{key: (samples,) means}`` for ``{key: (N,) per-face values}`` on the same faces (a face NaN under any key is
+    left out): each sample draws ``size`` groups (default: as many as there are), e.g. people, with replacement, each
+    with all its faces, and the same draws serve every key, so differences between keys are paired."""
+    ok = np.all([np.isfinite(v) for v in values.values()], axis=0)
+    _, g = np.unique(np.asarray(groups)[ok], return_inverse=True)
+    k = int(g.max()) + 1
+    draw = np.random.default_rng(seed).integers(0, k, size=(samples, size or k))
+    faces = np.bincount(g, minlength=k)[draw].sum(axis=1)
+    return {key: np.bincount(g, np.asarray(v)[ok], minlength=k)[draw].sum(axis=1) / faces
+            for key, v in values.items()}
+
+
 def _detection_metrics(nme, detected) -> dict:
     """NME over the detected faces; failure rates and AUC over all, an undetected face failing with area 0."""
     detected = np.asarray(detected, dtype=bool)

@@ -149,3 +149,17 @@ def test_activation_peaks_per_face_and_layer_including_a_nested_trunk():
     np.testing.assert_allclose(peaks["head"], np.abs(model.predict_on_batch(x)).max(axis=1), rtol=1e-5)
     with pytest.raises(KeyError, match="no layer"):
         evaluate.activation_peaks(model, images, ["conv9"])
+
+
+def test_paired_bootstrap_draws_whole_groups_and_pairs_the_keys():
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(40), 5)                         # 40 people, 5 faces each
+    a = np.repeat(rng.normal(5, 1, 40), 5) + rng.normal(0, 0.1, 200)
+    b = a + 0.5
+    b[3] = np.nan                                                # left out under both keys
+    m = evaluate.paired_bootstrap({"a": a, "b": b}, groups, samples=500, seed=0)
+    assert m["a"].shape == (500,) and np.allclose(m["b"] - m["a"], 0.5)          # the same draws for both keys
+    assert abs(m["a"].mean() - np.nanmean(np.where(np.isfinite(b), a, np.nan))) < 0.05
+    by_face = evaluate.paired_bootstrap({"a": a}, np.arange(200), samples=500, seed=0)["a"]
+    assert m["a"].std() > 1.5 * by_face.std()                   # faces of one person are not independent evidence
+    assert evaluate.paired_bootstrap({"a": a}, groups, samples=50, size=400, seed=0)["a"].std() < m["a"].std()
