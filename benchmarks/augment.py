@@ -7,8 +7,9 @@ Measures, in one run on this machine:
    **on one core** (the main process, OpenCV limited to one thread) and **on all cores**, both ways a
    ``keras.utils.PyDataset`` can run workers: one thread per core, and one forked process per core with the
    batches pickled back to the parent;
-2. training rates (images/s, forward + backward + update) of LeNet and ResNet-50
-   (``helpers.models`` when present, else stand-ins of the same architecture), ResNet-50 on a few batches;
+2. training rates (images/s, forward + backward + update, ``train_on_batch`` on one batch of the same faces, no
+   input pipeline) of the LeNet-inspired network and ResNet-50 of ``helpers.models``, ResNet-50 on a few batches
+   (``benchmarks/training.py`` measures whole ``model.fit`` epochs with and without XLA);
 3. the cost of augmentation inside training, two ways: the CPU time of augmenting a batch on one core as a
    share of a LeNet training step, and the wall-clock rate of LeNet fed by an augmenting sequence versus the
    same sequence without augmentation, both through ``model.fit`` (threads, ``workers=2``), alternated.
@@ -31,6 +32,7 @@ import multiprocessing as mp
 import os
 import platform
 import time
+from multiprocessing.pool import ThreadPool
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,24 +40,21 @@ import cv2  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers import config  # noqa: E402
+from helpers import config, data, models  # noqa: E402
 from helpers.augment import Augmenter, KeypointSequence  # noqa: E402
 from helpers.schemes import SCHEME_68  # noqa: E402
+from helpers.splits import load_faces  # noqa: E402
 
 BATCH = 32
 
 
 def faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """Real training faces when the data are present, else synthetic ones (the rate hardly depends on content)."""
-    try:
-        from helpers.splits import load_faces
-
+    """Real training faces when the data set is present, else synthetic ones (augmentation's rate hardly depends
+    on content; a network's on the CPU can, so its rates are quoted with the faces' source)."""
+    if "youtube-faces-68" in data.available():
         f = load_faces("youtube-faces-68", "train", max_faces=max(n, 200), progress=False)
-        if len(f) >= n // 2:
-            reps = int(np.ceil(n / len(f)))
-            return np.tile(f.images, (reps, 1, 1))[:n], np.tile(f.keypoints, (reps, 1, 1))[:n], "youtube-faces-68"
-    except Exception:  # noqa: BLE001 - any missing data set or loader problem: fall back to synthetic faces
-        pass
+        reps = int(np.ceil(n / len(f)))
+        return np.tile(f.images, (reps, 1, 1))[:n], np.tile(f.keypoints, (reps, 1, 1))[:n], "youtube-faces-68"
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (n, config.IMAGE_SIZE, config.IMAGE_SIZE), dtype=np.uint8)
     kps = rng.uniform(20, 76, (n, 68, 2)).astype(np.float32)
@@ -102,8 +101,6 @@ def pipeline_rate_one_core(seq: KeypointSequence, seconds: float) -> float:
 
 def pipeline_rate_threads(seq: KeypointSequence, seconds: float, workers: int) -> float:
     """All cores with threads (``PyDataset(workers=N)``): OpenCV and most NumPy kernels release the GIL."""
-    from multiprocessing.pool import ThreadPool
-
     cv2.setNumThreads(1)
     with ThreadPool(workers) as pool:
         list(pool.imap(_thread_batch(seq), range(workers * 2)))  # warm-up
@@ -136,43 +133,18 @@ def pipeline_rate_processes(seq: KeypointSequence, seconds: float, workers: int)
 
 
 # ---------------------------------------------------------------------------------------- model rates
-def build(name: str) -> tuple[keras.Model, str]:
-    try:
-        from helpers import models
-
-        model = getattr(models, name)("68")
-        models.compile_model(model, "68")
-        return model, f"helpers.models.{name}"
-    except (ImportError, AttributeError):
-        pass
-    from keras import layers
-
-    inputs = keras.Input((config.IMAGE_SIZE, config.IMAGE_SIZE, 1))
-    if name == "lenet":
-        x = inputs
-        for filters in (32, 64, 128, 256):
-            x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-            x = layers.MaxPooling2D()(x)
-        x = layers.Dense(512, activation="relu")(layers.Flatten()(x))
-    else:
-        trunk = keras.applications.ResNet50(weights=None, include_top=False, input_tensor=inputs)
-        x = layers.GlobalAveragePooling2D()(trunk.output)
-    model = keras.Model(inputs, layers.Dense(136)(x), name=name)
-    model.compile("adam", "mae")
-    return model, f"stand-in {name} (helpers.models.{name} not found)"
+def build(name: str) -> keras.Model:
+    return models.compile_model(models.build_model(name), SCHEME_68)
 
 
-def train_rate(model: keras.Model, batches: int, warmup: int = 2) -> float:
-    """images/s of ``train_on_batch`` on fixed data (no input pipeline at all)."""
-    rng = np.random.default_rng(0)
-    x = rng.random((BATCH, config.IMAGE_SIZE, config.IMAGE_SIZE, 1), dtype=np.float32)
-    y = rng.uniform(-0.8, 0.8, (BATCH, 136)).astype(np.float32)
+def train_rate(model: keras.Model, batch: tuple[np.ndarray, np.ndarray], batches: int, warmup: int = 2) -> float:
+    """images/s of ``train_on_batch`` on one fixed batch (no input pipeline at all)."""
     for _ in range(warmup):
-        model.train_on_batch(x, y)
+        model.train_on_batch(*batch)
     start = time.perf_counter()
     for _ in range(batches):
-        model.train_on_batch(x, y)
-    return batches * BATCH / (time.perf_counter() - start)
+        model.train_on_batch(*batch)
+    return batches * len(batch[0]) / (time.perf_counter() - start)
 
 
 def fit_rate(model: keras.Model, seq: KeypointSequence, steps: int, warmup: bool = False) -> float:
@@ -210,12 +182,13 @@ def main(argv=None) -> None:
     allc = max(threads, procs)
     cv2.setNumThreads(-1)
 
-    lenet, lenet_src = build("lenet")
-    lenet_rate = train_rate(lenet, args.lenet_batches)
-    print(f"LeNet train ({lenet_src}):      {lenet_rate:9.1f} img/s")
-    resnet, resnet_src = build("resnet50")
-    resnet_rate = train_rate(resnet, args.resnet_batches, warmup=1)
-    print(f"ResNet-50 train ({resnet_src}): {resnet_rate:9.1f} img/s  ({args.resnet_batches} batches)")
+    batch = seq[0]                                               # one augmented batch of the same faces
+    lenet = build("lenet")
+    lenet_rate = train_rate(lenet, batch, args.lenet_batches)
+    print(f"LeNet train ({source} faces):      {lenet_rate:9.1f} img/s")
+    resnet = build("resnet50")
+    resnet_rate = train_rate(resnet, batch, args.resnet_batches, warmup=1)
+    print(f"ResNet-50 train ({source} faces): {resnet_rate:9.1f} img/s  ({args.resnet_batches} batches)")
     del resnet
 
     # Cost inside training. (a) CPU time: augmenting a batch on one core against a LeNet step on all cores.
