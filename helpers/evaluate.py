@@ -198,7 +198,7 @@ def evaluate_model(model, faces: Faces, timing: bool = True, repeats: int | None
     pred = predict_keypoints(model, faces.images)
     nme = nme_per_face(pred, faces.keypoints, faces.scheme)
     ok = np.isfinite(nme)
-    order = np.argsort(np.where(ok, nme, np.inf))[:int(ok.sum())]
+    order = np.argsort(np.where(ok, nme, np.inf), kind="stable")[:int(ok.sum())]
     out = {"model": model.name, "runtime": model.runtime, "data": faces.source, "faces": int(ok.sum()),
            "faces_without_nme": int((~ok).sum()), "scheme": faces.scheme.name, "skipped": faces.skipped_records(),
            "normaliser": faces.scheme.normaliser_name, "nme": float(np.mean(nme[ok])),
