@@ -187,13 +187,16 @@ class FrameResult:
 class Tracker:
     """Keypoints frame after frame, the next crop the training crop of the last keypoints. The detector runs with no
     face followed, every ``redetect_every`` frames and on an implausible face (shape distance > ``max_distance``:
-    projected onto ``shape`` if detection does not mend it). Finding none, it keeps the crop while that looks like
-    the last detection (normalised cross-correlation of 32² crops ≥ ``min_similarity``): the network follows turned
-    heads the detector misses. ``start``: a first crop (x0, y0, side) instead of the detector's."""
+    projected onto ``shape`` if detection does not mend it). A periodic detection that overlaps the followed crop
+    (IoU ≥ ``keep_iou``; above 1: never) leaves it in place, so the box's noise stays out of the keypoints; one that
+    does not, reframes the face. Finding none, it keeps the crop while that looks like the last detection
+    (normalised cross-correlation of 32² crops ≥ ``min_similarity``): the network follows turned heads the detector
+    misses. ``start``: a first crop (x0, y0, side) instead of the detector's."""
 
     def __init__(self, predictor: Predictor, smoother=None, shape: ShapeModel | None = None,
-                 redetect_every: int = 10, min_similarity: float = 0.5, max_distance: float = 3.0, start=None):
-        self.predictor, self.shape, self.max_distance = predictor, shape, max_distance
+                 redetect_every: int = 10, min_similarity: float = 0.5, max_distance: float = 3.0, keep_iou: float = 0.5,
+                 start=None):
+        self.predictor, self.shape, self.max_distance, self.keep_iou = predictor, shape, max_distance, keep_iou
         self.redetect_every, self.min_similarity, self.smoother = redetect_every, min_similarity, smoother or OneEuro()
         self.crop = None if start is None else np.asarray(start, np.int64)
         self.since_detection, self.detector_runs, self.reference = 0, 0, None
@@ -212,11 +215,14 @@ class Tracker:
         kp = self.predictor.model.predict_crops(gray, crop[None])[0]
         return kp, (self.shape.distance(kp) if self.shape else float("nan"))
 
-    def _check(self, gray, out: FrameResult) -> None:
-        """Run the detector: a face found replaces the crop and the reference look."""
+    def _check(self, gray, out: FrameResult, keep: bool = False) -> None:
+        """Run the detector: a face found replaces the crop (``keep``: unless it overlaps it) and the reference look."""
         found, out.detected, self.since_detection = self._detect(gray), True, 0
         if found is not None:
-            self.crop, self.reference = found, preprocess.crop_face(gray, found, 32).astype(np.float32)
+            overlap = detect.iou(detect.crop_box(found), detect.crop_box(self.crop))[0, 0] if keep and (
+                self.crop is not None) else 0.0
+            self.crop = self.crop if overlap >= self.keep_iou else found
+            self.reference = preprocess.crop_face(gray, self.crop, 32).astype(np.float32)
         elif self.crop is not None and self.reference is not None:
             look = preprocess.crop_face(gray, self.crop, 32).astype(np.float32)
             a, b = look - look.mean(), self.reference - self.reference.mean()
@@ -226,7 +232,7 @@ class Tracker:
     def __call__(self, rgb: np.ndarray, index: int, t: float) -> FrameResult:
         gray, out = preprocess.to_gray(rgb), FrameResult(index, t)
         if self.crop is None or self.since_detection >= self.redetect_every:
-            self._check(gray, out)
+            self._check(gray, out, keep=True)
         if self.crop is None:                                   # no face: lost until the detector sees one
             out.flags.append("no face")
             self.smoother.reset()
@@ -248,6 +254,17 @@ class Tracker:
         if x0 + side <= 0 or y0 + side <= 0 or x0 >= w or y0 >= h or side < 8:
             self.crop = None                                    # collapsed or left the picture: detect again
         return out
+
+
+def raw_keypoints(frames: list[FrameResult], num_keypoints: int) -> np.ndarray:
+    """The network's keypoints of tracked frames as one array (T, K, 2), NaN on frames without a face."""
+    return np.stack([np.full((num_keypoints, 2), np.nan) if f.raw is None else f.raw for f in frames])
+
+
+def follow(tracker: Tracker, frames, fps: float = 25.0) -> np.ndarray:
+    """``tracker`` over RGB ``frames`` held in memory: their raw keypoints (T, K, 2), NaN where no face is followed."""
+    results = [tracker(frame, k, k / fps) for k, frame in enumerate(frames)]
+    return raw_keypoints(results, tracker.predictor.model.scheme.num_keypoints)
 
 
 def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeModel | None = None,
@@ -281,7 +298,8 @@ def track(source, predictor: Predictor, smooth: str = "one-euro", shape: ShapeMo
         writer.close()
     if part:
         part.replace(json_out)
-    return {"frames": frames, "source": str(source), "frames_read": len(frames),
+    return {"frames": frames, "raw": raw_keypoints(frames, predictor.model.scheme.num_keypoints),
+            "source": str(source), "frames_read": len(frames),
             "frames_with_face": sum(f.keypoints is not None for f in frames),
             "frames_without_face": [f.index for f in frames if f.keypoints is None],
             "detector_runs": tracker.detector_runs, "repaired": sum(f.repaired for f in frames),
@@ -358,10 +376,8 @@ def smoothing_table(predictor: Predictor, images, keypoints, scheme: Scheme, fra
         for still in (False, True):
             clip, truth = moving_sequence(images[i], keypoints[i], frames, fps, still, seed=i)
             tracker = Tracker(predictor, NoSmoothing(), start=preprocess.box_to_crop(preprocess.keypoint_box(truth[0])))
-            t0, raw = time.perf_counter(), np.full_like(truth, np.nan)
-            for k, frame in enumerate(clip):
-                r = tracker(frame, k, k / fps)
-                raw[k] = r.raw if r.raw is not None else np.nan
+            t0 = time.perf_counter()
+            raw = follow(tracker, clip, fps)
             ms = (time.perf_counter() - t0) * 1e3 / frames
             for name, f in smoothers.items():
                 track_ = smooth(raw, fps, f)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import cli, models, predict, shape, video
+from helpers import cli, models, predict, preprocess, shape, video
 from .support import face_68
 
 
@@ -125,6 +125,19 @@ def test_tracking_follows_a_known_path_with_one_detection(astronaut, lenet):
     assert tracker.detector_runs == 1 and all(r.keypoints is not None for r in results)
     moved = np.array([r.raw.mean(0) - results[0].raw.mean(0) for r in results])
     assert np.abs(moved - np.array(steps)).max() < 3.0              # the face's centre moves with the frames
+
+
+def test_a_detection_that_agrees_leaves_the_followed_crop_in_place(astronaut, lenet):
+    for keep_iou in (0.5, 2.0):                                     # 2.0: every detection reframes the face
+        tracker = video.Tracker(lenet, video.NoSmoothing(), redetect_every=1, keep_iou=keep_iou)
+        results = [tracker(astronaut, i, i / 25.0) for i in range(4)]
+        assert tracker.detector_runs == 4
+        followed = [preprocess.box_to_crop(preprocess.keypoint_box(r.raw)) for r in results[:-1]]
+        if keep_iou > 1:
+            assert all(np.array_equal(r.crop, results[0].crop) for r in results)
+        else:
+            assert all(np.array_equal(r.crop, c) for r, c in zip(results[1:], followed))
+            assert not np.array_equal(results[1].crop, results[0].crop)
 
 
 def test_collapsed_keypoints_lose_the_face_instead_of_failing(astronaut, lenet, monkeypatch):
