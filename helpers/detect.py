@@ -39,17 +39,33 @@ def get_cascade(name: str = DEFAULT_CASCADE) -> cv2.CascadeClassifier:
     return cascade
 
 
+def _copy_size(shape, p: DetectorParams) -> tuple[int, int]:
+    """(width, height) of the copy of an image of ``shape`` that the cascade runs on."""
+    h, w = shape[:2]
+    s = min(1.0, p.max_side / max(h, w)) if p.max_side else 1.0
+    return (max(1, round(w * s)), max(1, round(h * s))) if s < 1.0 else (w, h)
+
+
+def _min_px(copy_size, p: DetectorParams) -> int:
+    return max(24, int(round(p.min_size * min(copy_size))))     # never below the cascade's 24-px window
+
+
+def smallest_face(shape, params: DetectorParams | None = None) -> float:
+    """The smallest face side, in pixels of an image of ``shape``, that :func:`detect_faces` looks for."""
+    p = params or DetectorParams()
+    copy = _copy_size(shape, p)
+    return _min_px(copy, p) * shape[1] / copy[0]
+
+
 def detect_faces(image: np.ndarray, params: DetectorParams | None = None, **overrides) -> np.ndarray:
     """Face boxes (N, 4) float32 in the pixels of ``image`` (any array ``data.as_rgb`` takes), largest first (equal
     sizes left to right: the cascade's own order varies); keyword arguments override fields of ``params``."""
     p = replace(params or DetectorParams(), **overrides)
     gray = preprocess.to_gray(image)
-    h, w = gray.shape
-    s = min(1.0, p.max_side / max(h, w)) if p.max_side else 1.0
-    if s < 1.0:
-        gray = cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        s = gray.shape[1] / w                     # the factor actually used (after rounding)
-    min_px = max(24, int(round(p.min_size * min(gray.shape))))
+    (h, w), (cw, ch) = gray.shape, _copy_size(gray.shape, p)
+    if (cw, ch) != (w, h):
+        gray = cv2.resize(gray, (cw, ch), interpolation=cv2.INTER_AREA)
+    s, min_px = cw / w, _min_px((cw, ch), p)
     found = get_cascade(p.cascade).detectMultiScale(gray, scaleFactor=p.scale_factor, minNeighbors=p.min_neighbors,
                                                     minSize=(min_px, min_px)) if min(gray.shape) >= min_px else ()
     r = np.asarray(found, dtype=np.float64).reshape(-1, 4)

@@ -135,6 +135,13 @@ def test_detector_parameters_are_used(astronaut):
         detect.detect_faces(astronaut, cascade="no_such_cascade.xml")
 
 
+def test_smallest_face_is_the_one_the_cascade_looks_for(astronaut):
+    assert detect.smallest_face((800, 1000)) == pytest.approx(120)      # 400×320 copy: 0.15 × 320 = 48 px, × 2.5
+    assert detect.smallest_face((100, 100)) == 24                        # the 24-px window is the floor
+    big = detect.smallest_face(astronaut.shape, detect.DetectorParams(min_size=0.9))
+    assert big > 400 and len(detect.detect_faces(astronaut, min_size=0.9)) == 0     # nothing smaller is sought
+
+
 def test_iou_and_matching():
     a = np.array([[0, 0, 10, 10]])
     np.testing.assert_allclose(detect.iou(a, [[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]),
