@@ -128,13 +128,15 @@ def point_set_nme(pred, truth) -> pd.DataFrame:
 def comparison_table(faces: pd.DataFrame, point_set: str = "nme5") -> pd.DataFrame:
     """Per data set, method and setting, from one row per face (``detected`` and :func:`point_set_nme`'s columns):
     the metrics of :func:`end_to_end_metrics` in percent."""
-    names = {"detection_rate": "detected %", "nme_detected": "NME %", "nme_detected_median": "median NME %",
-             "failure_rate_0.08": "failures >8 %", "failure_rate_0.1": "failures >10 %", "auc_0.08": "AUC@0.08 %"}
+    names = {"detection_rate": "detected %", "nme_detected": "mean NME % (found faces)",
+             "nme_detected_median": "median NME % (found faces)", "failure_rate_0.08": "failures >8 % (all faces)",
+             "failure_rate_0.1": "failures >10 % (all faces)", "auc_0.08": "AUC@0.08 % (all faces)"}
 
     def summary(g):
         m = _detection_metrics(g[point_set].to_numpy(), g["detected"].to_numpy())
         return pd.Series({"faces": m["faces"], **{name: 100 * m[key] for key, name in names.items()}})
-    return faces.groupby(["data", "method", "setting"])[["detected", point_set]].apply(summary)
+    table = faces.groupby(["data", "method", "setting"])[["detected", point_set]].apply(summary)
+    return table.astype({"faces": int})
 
 
 def predict_keypoints(model, images, runtime: str = "keras") -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import cli, config, evaluate, models
@@ -163,3 +164,12 @@ def test_paired_bootstrap_draws_whole_groups_and_pairs_the_keys():
     by_face = evaluate.paired_bootstrap({"a": a}, np.arange(200), samples=500, seed=0)["a"]
     assert m["a"].std() > 1.5 * by_face.std()                   # faces of one person are not independent evidence
     assert evaluate.paired_bootstrap({"a": a}, groups, samples=50, size=400, seed=0)["a"].std() < m["a"].std()
+
+
+def test_comparison_table_averages_nme_over_found_faces_and_fails_the_missed():
+    faces = pd.DataFrame({"data": "d", "method": "m", "setting": "end to end",
+                          "detected": [True, True, False, True], "nme5": [0.02, 0.04, np.nan, 0.12]})
+    row = evaluate.comparison_table(faces).loc[("d", "m", "end to end")]
+    assert row["faces"] == 4 and row["detected %"] == pytest.approx(75.0)
+    assert row["mean NME % (found faces)"] == pytest.approx(6.0)
+    assert row["failures >8 % (all faces)"] == pytest.approx(50.0)          # the missed face and the 0.12
