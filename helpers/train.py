@@ -304,19 +304,19 @@ def experiments_table(run_dirs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def committed_or_trained(name: str, profile=None, train_now: bool = False, *, prefer_committed: bool = False
+def saved_or_trained(name: str, profile=None, train_now: bool = False, *, prefer_saved: bool = False
                          ) -> RunResult:
-    """For the chapters: the committed run ``models/<name>/`` in the full profile (in any with ``prefer_committed``);
+    """For the chapters: the saved run ``models/<name>/`` in the full profile (in any with ``prefer_saved``);
     else, or with ``train_now``, :func:`train` of ``recipes/<name>.toml`` in the profile. In the full profile a
     missing model is an error unless ``train_now``: hours of training must be asked for."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
-    committed = config.MODELS_DIR / name
-    if (profile.name == "full" or prefer_committed) and not train_now and (committed / FILES["summary"]).exists():
-        return RunResult(committed, json.loads((committed / FILES["summary"]).read_text()),
-                         pd.read_csv(committed / FILES["history"]))
+    saved = config.MODELS_DIR / name
+    if (profile.name == "full" or prefer_saved) and not train_now and (saved / FILES["summary"]).exists():
+        return RunResult(saved, json.loads((saved / FILES["summary"]).read_text()),
+                         pd.read_csv(saved / FILES["history"]))
     if profile.name == "full" and not train_now:
-        out = committed.relative_to(config.ROOT) if committed.is_relative_to(config.ROOT) else committed
-        raise FileNotFoundError(f"{committed} holds no trained model: train it with `facekp train recipes/{name}.toml "
+        out = saved.relative_to(config.ROOT) if saved.is_relative_to(config.ROOT) else saved
+        raise FileNotFoundError(f"{saved} holds no trained model: train it with `facekp train recipes/{name}.toml "
                                 f"--profile full --out {out}` (hours on a CPU), set TRAIN = True in the chapter, or "
                                 "run the chapter in the quick profile")
     try:

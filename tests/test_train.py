@@ -249,11 +249,11 @@ def test_evaluating_chapters_use_the_committed_model_in_every_profile(tmp_path, 
     monkeypatch.setattr(config, "MODELS_DIR", tmp_path)
     trained = []
     monkeypatch.setattr(train, "train", lambda *a, **k: trained.append(a) or "trained")
-    run = train.committed_or_trained("lenet", "smoke", prefer_committed=True)
+    run = train.saved_or_trained("lenet", "smoke", prefer_saved=True)
     assert run.run_dir == committed and run.summary["best_epoch"] == 3 and not trained
-    assert train.committed_or_trained("lenet", "full").run_dir == committed
-    assert train.committed_or_trained("lenet", "smoke") == "trained"                   # a training chapter
-    assert train.committed_or_trained("lenet", "smoke", True, prefer_committed=True) == "trained"   # TRAIN = True
+    assert train.saved_or_trained("lenet", "full").run_dir == committed
+    assert train.saved_or_trained("lenet", "smoke") == "trained"                   # a training chapter
+    assert train.saved_or_trained("lenet", "smoke", True, prefer_saved=True) == "trained"   # TRAIN = True
     with pytest.raises(FileNotFoundError, match="facekp train recipes/resnet50.toml"):
-        train.committed_or_trained("resnet50", "full", prefer_committed=True)        # not hours of training unasked
-    assert train.committed_or_trained("resnet50", "full", True) == "trained"
+        train.saved_or_trained("resnet50", "full", prefer_saved=True)        # not hours of training unasked
+    assert train.saved_or_trained("resnet50", "full", True) == "trained"
