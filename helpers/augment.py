@@ -6,7 +6,6 @@ stay within [margin, W - 1 - margin] (or their own extent, if already outside): 
 that allows it, else rotation and scale are redrawn (``max_tries``), then dropped. No label is clipped or dropped."""
 import functools
 import hashlib
-import io
 import json
 from collections import namedtuple
 from dataclasses import asdict, dataclass
@@ -296,9 +295,7 @@ def expand(images, keypoints, scheme: Scheme | str, k: int, seed: int = config.D
             rows, rng = slice(c * n + start, c * n + min(start + _EXPAND_CHUNK, n)), np.random.default_rng([seed, c, j])
             out_images[rows], out_kps[rows] = augmenter(out_images[rows], out_kps[rows], rng)
     if path is not None:
-        buf = io.BytesIO()
-        np.savez(buf, images=out_images, keypoints=out_kps)
-        config.write_atomic(path, buf.getbuffer())            # a reader never sees a half-written cache
+        config.write_npz(path, images=out_images, keypoints=out_kps)     # a reader never sees a half-written cache
     return out_images, out_kps
 
 

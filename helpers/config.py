@@ -2,11 +2,14 @@
 runs notebooks from ``notebooks/``); ``FKP_DATA_DIR``, ``FKP_FIGURES_DIR`` and ``FKP_PROFILE`` are read when called."""
 import contextlib
 import hashlib
+import io
 import os
 import sys
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_DATA_DIR = ROOT / "data"
@@ -90,6 +93,13 @@ def write_atomic(path, data: bytes | str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_npz(path, compressed: bool = False, **arrays) -> Path:
+    """``np.savez`` (``compressed``: ``savez_compressed``) of ``arrays`` to ``path`` through :func:`write_atomic`."""
+    buf = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    return write_atomic(path, buf.getvalue())
 
 
 def import_keras():

@@ -3,7 +3,6 @@ split is a hash of ``(seed, identity)`` cut at the split fractions: reproducible
 Rules: ``youtube-faces-68`` (both CSVs merged: they share all 347 test people) 80 / 10 / 10 by person; ``300w/afw``
 test only; the other 300-W folders 90 / 10 / 0 by image; ``kaggle`` (no person labels) 80 / 10 / 10 by row."""
 import hashlib
-import io
 import warnings
 from pathlib import Path
 
@@ -81,9 +80,7 @@ def load_faces(spec: str, split: str | None = None, max_faces: int | None = None
     if faces is None:
         faces = preprocess.prepare(data.load(spec, max_faces, progress=progress), size, progress=progress)
         if path is not None:                    # written atomically: concurrent builders and readers are safe
-            buf = io.BytesIO()
-            faces.save(buf)
-            config.write_atomic(path, buf.getbuffer())
+            faces.save(path)
     return faces if split is None else faces.subset(split_of(faces, seed) == split)
 
 

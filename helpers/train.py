@@ -2,7 +2,6 @@
 holds weights, optimizer state and the run's state, and an epoch's batches depend on (seed, epoch) only: a run killed
 at any moment and resumed (the same command again) ends as an uninterrupted one, weights and summary alike."""
 import hashlib
-import io
 import json
 import os
 import platform
@@ -20,7 +19,6 @@ import pandas as pd
 
 from . import config, data, evaluate, recipes, splits
 from .augment import Augmenter, KeypointSequence, to_model_inputs
-from .config import write_atomic       # also importable as helpers.train.write_atomic
 from .models import build_model, compile_model, count_params, freeze_batchnorm, save_model
 from .preprocess import Faces, denormalise_keypoints
 from .schemes import get_scheme, to_15
@@ -90,9 +88,7 @@ def save_backup(path: Path, model: keras.Model, state: dict) -> None:
     """Weights, optimizer variables and the run's state in one ``.npz``, atomically."""
     arrays = {f"w{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.weights)}
     arrays.update({f"o{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)})
-    buf = io.BytesIO()
-    np.savez(buf, state=np.array(json.dumps(state)), **arrays)
-    write_atomic(path, buf.getvalue())
+    config.write_npz(path, state=np.array(json.dumps(state)), **arrays)
 
 
 def load_backup(path: Path, model: keras.Model | None = None) -> dict:
@@ -149,7 +145,7 @@ class RunKeeper(keras.callbacks.Callback):
             s["stopped_by"] = "early_stopping"
             self.model.stop_training = True
         save_backup(self.run_dir / FILES["backup"], self.model, s)
-        write_atomic(self.run_dir / FILES["history"], pd.DataFrame(s["history"]).to_csv(index=False))
+        config.write_atomic(self.run_dir / FILES["history"], pd.DataFrame(s["history"]).to_csv(index=False))
         self.log(f"epoch {epoch + 1}: " + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
 
 
@@ -282,7 +278,7 @@ def summarise(run_dir: Path, recipe: dict, state: dict, train_faces: Faces, val:
                      **({"TF_XLA_FLAGS": os.environ["TF_XLA_FLAGS"]} if os.environ.get("TF_XLA_FLAGS") else {})},
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_atomic(run_dir / FILES["summary"], json.dumps(summary, indent=2) + "\n")
+    config.write_atomic(run_dir / FILES["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
 
 

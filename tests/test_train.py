@@ -77,13 +77,13 @@ def test_profiles_scale_only_epochs_and_faces():
 
 def test_write_atomic_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch):
     path = tmp_path / "f.json"
-    train.write_atomic(path, "old")
+    config.write_atomic(path, "old")
 
     def die(*args):
         raise KeyboardInterrupt
     monkeypatch.setattr(os, "replace", die)
     with pytest.raises(KeyboardInterrupt):
-        train.write_atomic(path, "new")
+        config.write_atomic(path, "new")
     assert path.read_text() == "old"
 
 
