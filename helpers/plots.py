@@ -80,7 +80,7 @@ def plot_activation_peaks(peaks, highlight, labels=None, ax=None):
         ax.plot(pos, peaks.iloc[i].to_numpy(), marker="o", ms=3, label=labels[j] if labels else f"face {i}")
     ax.set(yscale="log", ylabel="largest activation", xticks=pos)
     ax.set_xticklabels(peaks.columns, rotation=30, ha="right", fontsize=8)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))         # beside the lines, never over them
     return ax
 
 
