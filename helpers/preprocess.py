@@ -102,10 +102,11 @@ class Faces(FaceCollection):
                 f"{self.images.shape[1:]} images, {self.scheme.num_keypoints} keypoints)")
 
     def save(self, path) -> None:
-        config.write_npz(path, compressed=True, images=self.images, keypoints=self.keypoints, names=self.names.astype(str),
-                            identities=self.identities.astype(str), crops=self.crops, scheme=self.scheme.name,
-                            source=self.source, skipped=np.array([f"{n}\t{w}" for n, w in self.skipped], dtype=str),
-                            warnings=np.array(self.warnings, dtype=str))
+        config.write_npz(path, compressed=True, images=self.images, keypoints=self.keypoints,
+                         names=self.names.astype(str), identities=self.identities.astype(str), crops=self.crops,
+                         scheme=self.scheme.name, source=self.source,
+                         skipped=np.array([f"{n}\t{w}" for n, w in self.skipped], dtype=str),
+                         warnings=np.array(self.warnings, dtype=str))
 
     @classmethod
     def load(cls, path) -> "Faces":

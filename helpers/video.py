@@ -194,8 +194,8 @@ class Tracker:
     misses. ``start``: a first crop (x0, y0, side) instead of the detector's."""
 
     def __init__(self, predictor: Predictor, smoother=None, shape: ShapeModel | None = None,
-                 redetect_every: int = 10, min_similarity: float = 0.5, max_distance: float = 3.0, keep_iou: float = 0.5,
-                 start=None):
+                 redetect_every: int = 10, min_similarity: float = 0.5, max_distance: float = 3.0,
+                 keep_iou: float = 0.5, start=None):
         self.predictor, self.shape, self.max_distance, self.keep_iou = predictor, shape, max_distance, keep_iou
         self.redetect_every, self.min_similarity, self.smoother = redetect_every, min_similarity, smoother or OneEuro()
         self.crop = None if start is None else np.asarray(start, np.int64)
@@ -219,9 +219,9 @@ class Tracker:
         """Run the detector: a face found replaces the crop (``keep``: unless it overlaps it) and the reference look."""
         found, out.detected, self.since_detection = self._detect(gray), True, 0
         if found is not None:
-            overlap = detect.iou(detect.crop_box(found), detect.crop_box(self.crop))[0, 0] if keep and (
-                self.crop is not None) else 0.0
-            self.crop = self.crop if overlap >= self.keep_iou else found
+            keep = keep and self.crop is not None and (
+                detect.iou(detect.crop_box(found), detect.crop_box(self.crop))[0, 0] >= self.keep_iou)
+            self.crop = self.crop if keep else found
             self.reference = preprocess.crop_face(gray, self.crop, 32).astype(np.float32)
         elif self.crop is not None and self.reference is not None:
             look = preprocess.crop_face(gray, self.crop, 32).astype(np.float32)
