@@ -45,8 +45,9 @@ test-fast: $(STAMP)
 
 reproduce: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
-		echo "== $$nb (profile $${FKP_PROFILE:-quick})"; \
+		echo "== $$nb (profile $${FKP_PROFILE:-quick})"; start=$$SECONDS; \
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; \
+		echo "== $$nb: $$((SECONDS - start)) s"; \
 	done
 
 RECIPES := $(sort $(wildcard recipes/*.toml))
