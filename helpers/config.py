@@ -39,14 +39,16 @@ def data_root() -> Path:
 
 @dataclass(frozen=True)
 class Profile:
-    """All sizes a chapter, a test or a training run uses. ``max_faces``: faces a loader reads per data set
-    (``None``: all); ``epoch_fraction`` scales a recipe's epochs (and patience), at least 1, at most ``max_epochs``."""
+    """All sizes a chapter, a test or a training run uses. ``max_faces``: faces a training run reads per data set
+    (``None``: all); ``epoch_fraction`` scales a recipe's epochs (and patience), at least 1, at most ``max_epochs``.
+    Only training is scaled in the quick profile: what the chapters describe, draw and evaluate uses every face."""
     name: str
     max_faces: int | None
     epoch_fraction: float
     max_epochs: int | None
     batch_size: int              # batches shown in chapter 03 (a recipe sets its own)
     expansion_factor: int        # k of the offline dataset expansion (chapter 03)
+    data_max_faces: int | None   # faces per data set the chapters describe and draw (None: all; only smoke cuts)
     eval_max_faces: int | None   # faces per evaluation set (None: all; only the smoke profile cuts evaluation short)
     benchmark_repeats: int
     video_sequences: tuple[int, int]   # synthetic sequences and their frames (chapter 09, benchmarks/video.py)
@@ -57,12 +59,12 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {      # smoke: seconds (CI); quick: minutes on a laptop; full: the thesis run
-    "smoke": Profile("smoke", max_faces=120, epoch_fraction=0.02, max_epochs=2, batch_size=16,
-                     expansion_factor=2, eval_max_faces=40, benchmark_repeats=3, video_sequences=(2, 20)),
-    "quick": Profile("quick", max_faces=1200, epoch_fraction=0.1, max_epochs=None, batch_size=32,
-                     expansion_factor=3, eval_max_faces=None, benchmark_repeats=20, video_sequences=(10, 50)),
-    "full": Profile("full", max_faces=None, epoch_fraction=1.0, max_epochs=None, batch_size=32,
-                    expansion_factor=5, eval_max_faces=None, benchmark_repeats=100, video_sequences=(40, 100)),
+    "smoke": Profile("smoke", max_faces=120, epoch_fraction=0.02, max_epochs=2, batch_size=16, expansion_factor=2,
+                     data_max_faces=120, eval_max_faces=40, benchmark_repeats=3, video_sequences=(2, 20)),
+    "quick": Profile("quick", max_faces=1200, epoch_fraction=0.1, max_epochs=None, batch_size=32, expansion_factor=3,
+                     data_max_faces=None, eval_max_faces=None, benchmark_repeats=20, video_sequences=(10, 50)),
+    "full": Profile("full", max_faces=None, epoch_fraction=1.0, max_epochs=None, batch_size=32, expansion_factor=5,
+                    data_max_faces=None, eval_max_faces=None, benchmark_repeats=100, video_sequences=(40, 100)),
 }
 
 

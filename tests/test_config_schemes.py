@@ -21,6 +21,9 @@ def test_profiles(monkeypatch):
     assert config.get_profile("quick", max_epochs=3).epochs(150) == 3
     smoke, quick, full = (config.get_profile(n) for n in ("smoke", "quick", "full"))
     assert smoke.max_faces < quick.max_faces
+    # outside smoke, a profile scales training only: the chapters describe and evaluate every face
+    assert quick.data_max_faces is quick.eval_max_faces is full.data_max_faces is full.eval_max_faces is None
+    assert smoke.data_max_faces and smoke.eval_max_faces
     assert [p.epochs(150) for p in (smoke, quick, full)] == [2, 15, 150]
     assert smoke.epochs(1) == quick.epochs(1) == full.epochs(1) == 1
     monkeypatch.setenv("FKP_PROFILE", "huge")
