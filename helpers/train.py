@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -205,15 +206,20 @@ def frozen_bn_phase(recipe: dict, model: keras.Model, steps_per_epoch: int) -> k
     return frozen
 
 
+def default_run_dir(recipe: dict) -> Path:
+    """``models/runs/<recipe>-<profile>`` of a scaled, resolved recipe; a run on part of the data has its own."""
+    partial = "".join(f"-{s.rpartition('/')[2]}" for s in recipe["data"]["train"]) \
+        if recipe["meta"].get("missing_data") else ""
+    return config.RUNS_DIR / f"{recipe['meta']['name']}-{recipe['meta']['profile']}{partial}"
+
+
 def train(recipe_path, profile=None, out=None, restart: bool = False, quiet: bool = False,
           progress: bool = False) -> RunResult:
     """Train a recipe with a profile's sizes into ``out`` (default ``models/runs/<recipe>-<profile>``), resuming from
     its backup unless ``restart``; ``progress``: progress bars (data loading, and batches on a terminal)."""
     profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
     recipe = resolve_data(recipes.scaled(recipes.load(recipe_path), profile))
-    partial = "".join(f"-{s.rpartition('/')[2]}" for s in recipe["data"]["train"]) \
-        if recipe["meta"].get("missing_data") else ""              # a run on part of the data has its own folder
-    run_dir = Path(out or config.RUNS_DIR / f"{recipe['meta']['name']}-{profile.name}{partial}")
+    run_dir = Path(out or default_run_dir(recipe))
     run_dir.mkdir(parents=True, exist_ok=True)
     for name in FILES.values() if restart else ():
         (run_dir / name).unlink(missing_ok=True)
@@ -315,13 +321,40 @@ def saved_or_trained(name: str, profile=None, train_now: bool = False, *, prefer
         raise FileNotFoundError(f"{saved} holds no trained model: train it with `facekp train recipes/{name}.toml "
                                 f"--profile full --out {out}` (hours on a CPU), set TRAIN = True in the chapter, or "
                                 "run the chapter in the quick profile")
-    try:
-        return train(config.ROOT / "recipes" / f"{name}.toml", profile, quiet=True)
-    except recipes.RecipeError as e:            # a scratch run of an older recipe: the chapter needs the current one
-        if "another recipe" not in str(e):
-            raise
-        print(f"{e}: retraining it from scratch")
-        return train(config.ROOT / "recipes" / f"{name}.toml", profile, restart=True, quiet=True)
+    return train_in_child(config.ROOT / "recipes" / f"{name}.toml", profile)
+
+
+def train_in_child(recipe_path, profile=None) -> RunResult:
+    """Train as ``facekp train recipe --profile P`` does, in a fresh process (on TensorFlow with XLA's
+    auto-clustering, which a process must turn on before its first graph; the smoke profile, seconds of training,
+    skips that compilation), printing its log as it comes: a chapter gets the command line's model and keeps its
+    own process as it was. A run of an older version of the recipe in the folder is retrained from scratch."""
+    profile = profile if isinstance(profile, config.Profile) else config.get_profile(profile)
+    if profile != config.get_profile(profile.name):
+        raise ValueError(f"a child process trains a named profile; this {profile.name!r} has other sizes")
+    with warnings.catch_warnings():               # the child warns about missing data sets itself
+        warnings.simplefilter("ignore")
+        run_dir = default_run_dir(resolve_data(recipes.scaled(recipes.load(recipe_path), profile)))
+    out = run_dir.relative_to(config.ROOT) if run_dir.is_relative_to(config.ROOT) else run_dir   # what it prints
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if profile.name == "smoke":
+        env.setdefault("TF_XLA_FLAGS", "")
+    for restart in (False, True):
+        command = [sys.executable, "-m", "helpers.cli", "train", str(recipe_path), "--profile", profile.name,
+                   "--out", str(out)] + ["--restart"] * restart
+        lines = []
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                              cwd=config.ROOT) as child:
+            for line in child.stdout:
+                lines.append(line.rpartition("\r")[2])           # a progress bar: its final state
+                print(lines[-1], end="", flush=True)
+        if child.returncode == 0:
+            return RunResult(run_dir, json.loads((run_dir / FILES["summary"]).read_text()),
+                             pd.read_csv(run_dir / FILES["history"]))
+        if restart or not any("another recipe" in line for line in lines):
+            raise RuntimeError(f"facekp train {recipe_path} --profile {profile.name} failed: "
+                               + (lines[-1].strip() if lines else f"exit status {child.returncode}"))
+        print("retraining it from scratch")
 
 
 # models/README.md, generated from the committed run folders

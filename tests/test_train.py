@@ -154,6 +154,24 @@ def test_finished_run_is_not_trained_again_and_another_recipe_is_refused(tmp_pat
     assert "do NOT match" in train.models_readme(tmp_path)
 
 
+@needs_real_data
+def test_a_chapter_trains_in_a_child_process_what_the_command_line_trains(tmp_path, monkeypatch, capsys):
+    recipe = write_experiment(tmp_path / "tiny.toml", training={"batch_size": 8})
+    here = train.train(recipe, "smoke", tmp_path / "here", quiet=True)        # this process: no XLA, as smoke's child
+    monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
+    child = train.train_in_child(recipe, "smoke")
+    assert child.run_dir == tmp_path / "runs" / "tiny-smoke"
+    assert child.summary["weights_sha256"] == here.summary["weights_sha256"]
+    assert child.history.epoch.tolist() == here.history.epoch.tolist()
+    assert "epoch 1:" in capsys.readouterr().out                               # its log, as it comes
+    write_experiment(tmp_path / "tiny.toml", training={"batch_size": 8}, loss={"kind": "mse"})
+    again = train.train_in_child(recipe, "smoke")                              # the recipe changed: from scratch
+    assert "retraining it from scratch" in capsys.readouterr().out
+    assert again.summary["settings"]["loss"]["kind"] == "mse"
+    with pytest.raises(ValueError, match="named profile"):
+        train.train_in_child(recipe, config.get_profile("smoke", max_faces=10))
+
+
 def write_kaggle_csv(path, n: int = 60, seed: int = 0) -> np.ndarray:
     """A Kaggle-format training.csv of ``n`` synthetic 96×96 faces; two thirds of the rows miss 11 keypoints."""
     from helpers.schemes import SCHEME_15, to_15
@@ -248,7 +266,7 @@ def test_evaluating_chapters_use_the_committed_model_in_every_profile(tmp_path, 
     (committed / train.FILES["history"]).write_text("epoch,val_nme\n1,0.1\n")
     monkeypatch.setattr(config, "MODELS_DIR", tmp_path)
     trained = []
-    monkeypatch.setattr(train, "train", lambda *a, **k: trained.append(a) or "trained")
+    monkeypatch.setattr(train, "train_in_child", lambda *a, **k: trained.append(a) or "trained")
     run = train.saved_or_trained("lenet", "smoke", prefer_saved=True)
     assert run.run_dir == committed and run.summary["best_epoch"] == 3 and not trained
     assert train.saved_or_trained("lenet", "full").run_dir == committed
