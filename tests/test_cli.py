@@ -40,7 +40,8 @@ def test_facekp_train_turns_on_xla_auto_clustering_unless_told_otherwise(monkeyp
     seen = []
     monkeypatch.setattr(cli.train, "train", lambda *a, **k: seen.append(os.environ.get("TF_XLA_FLAGS"))
                         or cli.train.RunResult(config.ROOT / "x", summary, None))
-    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    monkeypatch.setenv("TF_XLA_FLAGS", "")                  # recorded, so that the value cli sets is undone
+    monkeypatch.delenv("TF_XLA_FLAGS")
     assert cli.main(["train", "recipes/lenet.toml"]) == 0
     monkeypatch.setenv("TF_XLA_FLAGS", "")                  # a setting of the user's own (here: XLA off) is kept
     assert cli.main(["train", "recipes/lenet.toml"]) == 0

@@ -159,6 +159,7 @@ def test_a_chapter_trains_in_a_child_process_what_the_command_line_trains(tmp_pa
     recipe = write_experiment(tmp_path / "tiny.toml", training={"batch_size": 8})
     here = train.train(recipe, "smoke", tmp_path / "here", quiet=True)        # this process: no XLA, as smoke's child
     monkeypatch.setattr(config, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)                          # a setting of yours would be kept
     child = train.train_in_child(recipe, "smoke")
     assert child.run_dir == tmp_path / "runs" / "tiny-smoke"
     assert child.summary["weights_sha256"] == here.summary["weights_sha256"]
