@@ -25,6 +25,11 @@ DEFAULT_SEED = 42
 XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
 
 
+def shown(path: Path) -> Path:
+    """``path`` relative to the repository root where it lies inside it (as messages and commands show it)."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def figures_dir() -> Path:
     """``$FKP_FIGURES_DIR`` if set (the tests' scratch folder: spares the committed figures), else ``figures/``."""
     env = os.environ.get("FKP_FIGURES_DIR")

@@ -317,10 +317,9 @@ def saved_or_trained(name: str, profile=None, train_now: bool = False, *, prefer
         return RunResult(saved, json.loads((saved / FILES["summary"]).read_text()),
                          pd.read_csv(saved / FILES["history"]))
     if profile.name == "full" and not train_now:
-        out = saved.relative_to(config.ROOT) if saved.is_relative_to(config.ROOT) else saved
         raise FileNotFoundError(f"{saved} holds no trained model: train it with `facekp train recipes/{name}.toml "
-                                f"--profile full --out {out}` (hours on a CPU), set TRAIN = True in the chapter, or "
-                                "run the chapter in the quick profile")
+                                f"--profile full --out {config.shown(saved)}` (hours on a CPU), set TRAIN = True in "
+                                "the chapter, or run the chapter in the quick profile")
     return train_in_child(config.ROOT / "recipes" / f"{name}.toml", profile)
 
 
@@ -335,7 +334,7 @@ def train_in_child(recipe_path, profile=None) -> RunResult:
     with warnings.catch_warnings():               # the child warns about missing data sets itself
         warnings.simplefilter("ignore")
         run_dir = default_run_dir(resolve_data(recipes.scaled(recipes.load(recipe_path), profile)))
-    out = run_dir.relative_to(config.ROOT) if run_dir.is_relative_to(config.ROOT) else run_dir   # what it prints
+    out = config.shown(run_dir)                                   # what it prints
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if profile.name == "smoke":
         env.setdefault("TF_XLA_FLAGS", "")
