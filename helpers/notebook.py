@@ -35,3 +35,8 @@ def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
     profile = config.get_profile()
     print(f"profile: {profile.name} | seed: {seed} | " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return versions
+
+
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """``n`` and the word, in the plural unless ``n`` is 1: the chapters' prose rendered from numbers."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"

@@ -1,7 +1,10 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from helpers import config
+from helpers.notebook import count
 from helpers.schemes import MAP_68_TO_15, SCHEME_15, SCHEME_68, get_scheme, to_15
 
 
@@ -81,3 +84,16 @@ def test_interocular():
     kp = np.zeros((68, 2))
     kp[45] = [30, 40]
     assert SCHEME_68.interocular(kp) == pytest.approx(50.0)
+
+
+def test_prose_counts_agree_in_number():
+    assert count(1, "face") == "1 face"
+    assert count(0, "face") == "0 faces"
+    assert count(1234, "face") == "1,234 faces"
+    assert count(2, "person", "people") == "2 people" and count(1, "person", "people") == "1 person"
+
+
+def test_paths_are_shown_from_the_repository_root():
+    assert config.shown(config.RUNS_DIR / "x") == Path("models/runs/x")
+    outside = config.ROOT.parent / "elsewhere"
+    assert config.shown(outside) == outside
