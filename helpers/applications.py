@@ -93,7 +93,7 @@ def mouth_ratio(keypoints) -> float:
     return _ratio(np.asarray(keypoints, np.float64), [(61, 67), (62, 66), (63, 65)], (60, 64))
 
 
-def blinks(ear, fps: float, drop: float = 0.75, min_frames: int = 2) -> list[tuple[int, int]]:
+def blinks(ear, drop: float = 0.75, min_frames: int = 2) -> list[tuple[int, int]]:
     """Blinks in a series of eye aspect ratios: runs of at least ``min_frames`` frames below ``drop`` × the
     series' median (the open eye of this face and camera), as (first, last) frame pairs. NaN frames are open."""
     ear = np.asarray(ear, np.float64)

@@ -182,7 +182,8 @@ def cmd_video(args) -> int | None:
                     redetect_every=args.redetect_every)
     n, missing = r["frames_read"], r["frames_without_face"]
     print(f"{r['source']}: {n} frames, a face in {r['frames_with_face']}, detector ran {r['detector_runs']} times, "
-          f"{r['repaired']} shape(s) repaired, {r['fps']:.0f} frames/s (decode, track, keypoints, smoothing)"
+          f"{r['repaired']} shape{'' if r['repaired'] == 1 else 's'} repaired, {r['fps']:.0f} frames/s "
+          "(decode, track, keypoints, smoothing)"
           + (f"\n  no face in frame(s) {frame_ranges(missing)}" if missing else "")
           + "".join(f"\n  wrote {p}" for p in (args.out, args.json) if p), file=sys.stderr)
     if r["problem"]:

@@ -130,7 +130,7 @@ def comparison_table(faces: pd.DataFrame, point_set: str = "nme5") -> pd.DataFra
     the metrics of :func:`end_to_end_metrics` in percent."""
     names = {"detection_rate": "detected %", "nme_detected": "mean NME % (found faces)",
              "nme_detected_median": "median NME % (found faces)", "failure_rate_0.08": "failures >8 % (all faces)",
-             "failure_rate_0.1": "failures >10 % (all faces)", "auc_0.08": "AUC@0.08 % (all faces)"}
+             "failure_rate_0.1": "failures >10 % (all faces)", "auc_0.08": "AUC@0.08, % (all faces)"}
 
     def summary(g):
         m = _detection_metrics(g[point_set].to_numpy(), g["detected"].to_numpy())

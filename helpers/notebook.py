@@ -7,6 +7,7 @@ import random
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
 
 from . import config
@@ -40,3 +41,14 @@ def setup(seed: int = config.DEFAULT_SEED, deep_learning: bool = False) -> dict:
 def count(n: int, word: str, plural: str | None = None) -> str:
     """``n`` and the word, in the plural unless ``n`` is 1: the chapters' prose rendered from numbers."""
     return f"{n:,} {word if n == 1 else plural or word + 's'}"
+
+
+def rounded(frame: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """``frame`` for display: numbers with ``decimals`` decimals (no "-0.00"), and "—" where a value does not exist
+    (not "NaN")."""
+    def cell(v):
+        if not isinstance(v, float) or pd.isna(v):
+            return "—" if pd.isna(v) else v
+        text = f"{v:.{decimals}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text
+    return frame.map(cell)

@@ -78,7 +78,7 @@ def test_blinks_are_runs_below_the_open_level():
     ear[30] = 0.12                                               # one frame: noise, not a blink
     ear[45:48] = np.nan                                          # lost frames count as open
     ear[50:53] = 0.15
-    assert apps.blinks(ear, 25.0) == [(10, 13), (50, 52)]
+    assert apps.blinks(ear) == [(10, 13), (50, 52)]
 
 
 def test_glasses_are_drawn_near_the_eyes_only():

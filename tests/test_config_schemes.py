@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import config
-from helpers.notebook import count
+from helpers.notebook import count, rounded
 from helpers.schemes import MAP_68_TO_15, SCHEME_15, SCHEME_68, get_scheme, to_15
 
 
@@ -91,6 +92,11 @@ def test_prose_counts_agree_in_number():
     assert count(0, "face") == "0 faces"
     assert count(1234, "face") == "1,234 faces"
     assert count(2, "person", "people") == "2 people" and count(1, "person", "people") == "1 person"
+
+
+def test_tables_show_a_dash_where_a_value_does_not_exist():
+    shown = rounded(pd.DataFrame({"lag": [1.23456, np.nan, -0.001], "n": [3, 4, 5]}), 2)
+    assert shown["lag"].tolist() == ["1.23", "—", "0.00"] and shown["n"].tolist() == [3, 4, 5]
 
 
 def test_paths_are_shown_from_the_repository_root():
