@@ -47,8 +47,7 @@ def rounded(frame: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
     """``frame`` for display: numbers with ``decimals`` decimals (no "-0.00"), and "—" where a value does not exist
     (not "NaN")."""
     def cell(v):
-        if not isinstance(v, float) or pd.isna(v):
-            return "—" if pd.isna(v) else v
-        text = f"{v:.{decimals}f}"
-        return text[1:] if text.startswith("-") and float(text) == 0 else text
+        if pd.isna(v):
+            return "—"
+        return f"{round(v, decimals) + 0.0:.{decimals}f}" if isinstance(v, float) else v   # + 0.0: -0.0 → 0.0
     return frame.map(cell)
