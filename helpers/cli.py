@@ -154,7 +154,7 @@ def cmd_evaluate(args) -> int | None:
         print(f"{len(r['skipped'])} face(s) of {args.data} skipped:\n" + skipped_lines(r["skipped"]), file=sys.stderr)
     print(f"{r['model']} on {r['data']} ({r['split']}): {r['faces']} faces\n"
           f"  NME {r['nme']:.2f} % (normalised by the {r['normaliser']}), RMSE {r['rmse_px96']:.2f} px at 96x96\n"
-          f"  AUC@0.08 {r['auc08']:.2f} %, failures >0.08 {r['fail08']:.2f} %, >0.10 {r['fail10']:.2f} %")
+          f"  AUC@0.08 {r['auc08']:.2f} %, failures above 0.08: {r['fail08']:.2f} %, above 0.10: {r['fail10']:.2f} %")
     if "ms_per_face" in r:
         print(f"  speed: {r['latency_ms']:.1f} ms for one face, {r['throughput_ips']:.0f} faces/s in batches "
               f"({r['ms_per_face']:.2f} ms/face)")

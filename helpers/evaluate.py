@@ -129,8 +129,8 @@ def comparison_table(faces: pd.DataFrame, point_set: str = "nme5") -> pd.DataFra
     """Per data set, method and setting, from one row per face (``detected`` and :func:`point_set_nme`'s columns):
     the metrics of :func:`end_to_end_metrics` in percent."""
     names = {"detection_rate": "detected %", "nme_detected": "mean NME % (found faces)",
-             "nme_detected_median": "median NME % (found faces)", "failure_rate_0.08": "failures >8 % (all faces)",
-             "failure_rate_0.1": "failures >10 % (all faces)", "auc_0.08": "AUC@0.08, % (all faces)"}
+             "nme_detected_median": "median NME % (found faces)", "failure_rate_0.08": "failures >0.08, % (all faces)",
+             "failure_rate_0.1": "failures >0.10, % (all faces)", "auc_0.08": "AUC@0.08, % (all faces)"}
 
     def summary(g):
         m = _detection_metrics(g[point_set].to_numpy(), g["detected"].to_numpy())
@@ -244,9 +244,9 @@ def report_json(result: dict) -> dict:
 
 
 def results_table(results: dict[str, dict]) -> pd.DataFrame:
-    """One row per ``{label: evaluate result}``: faces, NME %, RMSE px, AUC@0.08 %, failure rates %."""
+    """One row per ``{label: evaluate result}``: faces, NME %, RMSE px, AUC@0.08 and failure rates in %."""
     columns = {"faces": "faces", "nme": "NME %", "nme_median": "median NME %", "rmse_px96": "RMSE px (96²)",
-               "auc08": "AUC@0.08 %", "fail08": "failure >0.08 %", "fail10": "failure >0.10 %"}
+               "auc08": "AUC@0.08, %", "fail08": "failures >0.08, %", "fail10": "failures >0.10, %"}
     table = pd.DataFrame({label: report_json(r) for label, r in results.items()}).T[list(columns)]
     return table.rename(columns=columns).astype(float).astype({"faces": int}).round(2)
 
