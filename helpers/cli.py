@@ -267,9 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", cmd_train, "train a recipe (or an experiment) from scratch; resumes an interrupted run")
     p.add_argument("recipe", help="a recipe file, e.g. recipes/lenet.toml or experiments/lenet_flip.toml")
-    p.add_argument("--profile", default=None, help="smoke | quick | full: scales faces read and epochs "
+    p.add_argument("--profile", help="smoke | quick | full: scales faces read and epochs "
                    "(default: $FKP_PROFILE, else quick)")
-    p.add_argument("--out", default=None, help="run folder (default: models/runs/<recipe>-<profile>); the "
+    p.add_argument("--out", help="run folder (default: models/runs/<recipe>-<profile>); the "
                    "committed models are trained with --profile full --out models/<recipe>")
     p.add_argument("--restart", action="store_true", help="discard an earlier run in the folder and start afresh")
 
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "300w/lfpw-train (their saved splits) or 300w:PATH (every image + .pts pair of a folder)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of a named data set "
                    "(default: test; ignored for 300w:PATH)")
-    p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces")
+    p.add_argument("--max-faces", type=int, help="read at most this many faces")
     p.add_argument("--no-timing", action="store_true", help="skip the speed measurement")
     p.add_argument("--json", action="store_true", help="print one JSON object (NME, failure rates, AUC in %%)")
 
@@ -315,13 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "(also when the face leaves the picture or looks implausible)")
     p.add_argument("--no-shape-check", action="store_true", help="do not check or repair shapes")
     p.add_argument("--overlay", choices=["glasses"], help="draw glasses on the face instead of the keypoints")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = command("shape", cmd_shape, "the statistical shape model behind the video's anatomical check")
     p.add_argument("--fit", action="store_true", help="fit it on the training splits and write it")
-    p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces per data set")
-    p.add_argument("--out", default=None, help="shape model file (default: models/shape68.json)")
+    p.add_argument("--max-faces", type=int, help="read at most this many faces per data set")
+    p.add_argument("--out", help="shape model file (default: models/shape68.json)")
 
     p = command("export", cmd_export, "quantize a trained model to int8 ONNX for fast CPU inference")
     p.add_argument("model", help="lenet, resnet50 or a .keras file")
@@ -330,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("calibrate", cmd_calibrate, "show the Haar-box → training-crop calibration; --fit refits it")
     p.add_argument("--fit", action="store_true", help="fit it on the specs' train splits and write it")
     p.add_argument("--specs", nargs="+", help="data sets to fit on (default: youtube-faces-68 300w/helen-train)")
-    p.add_argument("--max-faces", type=int, default=None, help="read at most this many faces per data set")
-    p.add_argument("--out", default=None, help="calibration file (default: helpers/calibration.json)")
+    p.add_argument("--max-faces", type=int, help="read at most this many faces per data set")
+    p.add_argument("--out", help="calibration file (default: helpers/calibration.json)")
     return parser
 
 

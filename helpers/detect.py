@@ -140,10 +140,9 @@ def save_calibration(calibration: Calibration, path: str | Path | None = None) -
     return path
 
 
-def face_crops(boxes, calibration: Calibration | None = None) -> np.ndarray:
+def face_crops(boxes, calibration: Calibration) -> np.ndarray:
     """Crops (N, 3) = (x0, y0, side) for detector boxes (N, 4), through ``preprocess.box_to_crop``."""
-    cal = calibration or load_calibration()
-    return np.array([cal.crop(b) for b in np.reshape(boxes, (-1, 4))], dtype=np.int64).reshape(-1, 3)
+    return np.array([calibration.crop(b) for b in np.reshape(boxes, (-1, 4))], dtype=np.int64).reshape(-1, 3)
 
 
 def _size_centre(boxes) -> tuple[np.ndarray, np.ndarray]:

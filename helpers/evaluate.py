@@ -139,12 +139,12 @@ def comparison_table(faces: pd.DataFrame, point_set: str = "nme5") -> pd.DataFra
     return table.astype({"faces": int})
 
 
-def predict_keypoints(model, images, runtime: str = "keras") -> np.ndarray:
+def predict_keypoints(model, images) -> np.ndarray:
     """(N, K, 2) keypoints in crop pixels of (N, 96, 96) uint8 crops (``model``: as for ``load_keypoint_model``)."""
     images, s = np.asarray(images), config.IMAGE_SIZE
     if images.dtype != np.uint8 or images.shape[1:] != (s, s) or len(images) == 0:
         raise ValueError(f"images must be uint8 (N, {s}, {s}) with N > 0, got {images.dtype} {images.shape}")
-    return predict.load_keypoint_model(model, False, runtime).predict_faces(images)
+    return predict.load_keypoint_model(model, False, "keras").predict_faces(images)
 
 
 def measure_speed(model, repeats: int = 20, batch_size: int = 64, runtime: str = "keras") -> dict:
@@ -158,11 +158,11 @@ def measure_speed(model, repeats: int = 20, batch_size: int = 64, runtime: str =
             "batch_size": batch_size, "runtime": km.runtime}
 
 
-def mirror_gap(model, faces: Faces, runtime: str = "keras") -> np.ndarray:
+def mirror_gap(model, faces: Faces) -> np.ndarray:
     """(N, K, 2) crop pixels: the prediction on each face minus that on its mirror image mapped back (x → W − 1 − x,
     :func:`helpers.augment.hflip`); zero for a network that treats both alike. A pixel-centre/edge mix-up in the
     labels gives a gap constant in the original image's pixels, a learnt prior a varying one."""
-    model = predict.load_keypoint_model(model, False, runtime)
+    model = predict.load_keypoint_model(model, False, "keras")
     mirrored, _ = hflip(faces.images, faces.keypoints, faces.scheme)
     _, back = hflip(mirrored, predict_keypoints(model, mirrored), faces.scheme)
     return predict_keypoints(model, faces.images) - back
@@ -226,9 +226,9 @@ def load_eval_faces(spec: str, split: str | None = "test", max_faces: int | None
 
 
 def evaluate(model, spec: str, split: str | None = "test", max_faces: int | None = None, timing: bool = True,
-             progress: bool = False, **kwargs) -> dict:
+             progress: bool = False) -> dict:
     """:func:`evaluate_model` of a model (name, path or object) on a data set spec and split."""
-    out = evaluate_model(model, load_eval_faces(spec, split, max_faces, progress), timing=timing, **kwargs)
+    out = evaluate_model(model, load_eval_faces(spec, split, max_faces, progress), timing=timing)
     return out | {"split": "all" if spec.startswith("300w:") else split}
 
 

@@ -196,9 +196,6 @@ class RMSEPixels(keras.metrics.Metric):
     def result(self):
         return ops.sqrt(self.sq / ops.maximum(self.count, 1e-12)) * PX_PER_UNIT
 
-    def get_config(self):
-        return {"name": self.name, "dtype": self.dtype}
-
 
 def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate=1e-3, loss: str = "mae",
                   wing_px=(10.0, 2.0), weight_decay: float = 0.0, clipnorm: float | None = None) -> keras.Model:

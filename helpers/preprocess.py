@@ -116,13 +116,13 @@ class Faces(FaceCollection):
                        get_scheme(str(z["scheme"])), str(z["source"]), skipped=skipped, warnings=z["warnings"].tolist())
 
 
-def prepare(dataset, size: int = config.IMAGE_SIZE, scale: float = CROP_SCALE, progress: bool = True) -> Faces:
+def prepare(dataset, size: int = config.IMAGE_SIZE, progress: bool = True) -> Faces:
     """Crop each face of a Dataset around its landmark box, resized to size²; Kaggle's (crops already) stay whole."""
     n, whole = len(dataset), dataset.name.partition(":")[0] == "kaggle"
     images, crops = np.empty((n, size, size), dtype=np.uint8), np.empty((n, 3), dtype=np.int64)
     for i in tqdm(range(n), desc=f"cropping {dataset.name}", disable=not progress, leave=False):
         side = max(dataset.images[i].shape[:2])
-        crops[i] = (0, 0, side) if whole else box_to_crop(keypoint_box(dataset.keypoints[i]), scale=scale)
+        crops[i] = (0, 0, side) if whole else box_to_crop(keypoint_box(dataset.keypoints[i]))
         images[i] = crop_face(dataset.images[i], crops[i], size)
     kps = to_crop_coords(dataset.keypoints, crops, size) if n else dataset.keypoints.copy()
     return Faces(images, kps, dataset.names.copy(), dataset.identities.copy(), crops, dataset.scheme,

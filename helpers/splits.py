@@ -62,25 +62,22 @@ def data_fingerprint(specs) -> str:
     return h.hexdigest()
 
 
-def load_faces(spec: str, split: str | None = None, max_faces: int | None = None, size: int = config.IMAGE_SIZE,
-               seed: int = config.DEFAULT_SEED, cache: bool = True, progress: bool = True) -> Faces:
+def load_faces(spec: str, split: str | None = None, max_faces: int | None = None, seed: int = config.DEFAULT_SEED,
+               progress: bool = True) -> Faces:
     """The :class:`Faces` of ``split`` (None: all) of a data set, cached under a key of its content and parameters."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-    faces, path = None, None
-    if cache:
-        key = preprocess.cache_key(spec=spec, max_faces=max_faces, size=size, scale=preprocess.CROP_SCALE,
-                                   data=data_fingerprint(spec))
-        path = config.CACHE_DIR / f"faces-{spec.replace('/', '_').replace(':', '_')[:60]}-{key}.npz"
-    if path is not None and path.exists():
+    key = preprocess.cache_key(spec=spec, max_faces=max_faces, size=config.IMAGE_SIZE, scale=preprocess.CROP_SCALE,
+                               data=data_fingerprint(spec))
+    path, faces = config.CACHE_DIR / f"faces-{spec.replace('/', '_').replace(':', '_')[:60]}-{key}.npz", None
+    if path.exists():
         try:
             faces = Faces.load(path)
         except Exception as e:                  # noqa: BLE001 - whatever broke the file, rebuilding mends it
             warnings.warn(f"ignoring the unreadable cache {path} ({type(e).__name__}: {e}); rebuilding it")
     if faces is None:
-        faces = preprocess.prepare(data.load(spec, max_faces, progress=progress), size, progress=progress)
-        if path is not None:                    # written atomically: concurrent builders and readers are safe
-            faces.save(path)
+        faces = preprocess.prepare(data.load(spec, max_faces, progress=progress), progress=progress)
+        faces.save(path)                        # written atomically: concurrent builders and readers are safe
     return faces if split is None else faces.subset(split_of(faces, seed) == split)
 
 

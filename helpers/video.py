@@ -205,7 +205,7 @@ class Tracker:
         """The largest face, or while following one, the detection nearest it whose centre lies in its crop."""
         self.detector_runs += 1
         boxes = detect.detect_faces(gray, self.predictor.params)
-        crops = detect.face_crops(boxes, self.predictor.calibration) if len(boxes) else np.zeros((0, 3), np.int64)
+        crops = detect.face_crops(boxes, self.predictor.calibration)
         if self.crop is None:
             return crops[np.argmax(crops[:, 2])] if len(crops) else None
         offset = np.abs(crops[:, :2] + crops[:, 2:] / 2 - self.crop[:2] - self.crop[2] / 2).max(axis=1)
@@ -328,8 +328,7 @@ def moving_sequence(image, keypoints, frames: int = 100, fps: float = 25.0, stil
     along a smooth random path (shifts up to 0.08 face sizes, rotation 4°, scale ±4 %, at 0.15-0.5 Hz: a talking
     head's pace; ``still``: none), with Gaussian noise (``noise`` gray levels) and JPEG re-encoding per frame."""
     rng, image = np.random.default_rng(seed), preprocess.as_rgb(image)
-    x0, y0, x1, y1 = preprocess.keypoint_box(keypoints)
-    crop = preprocess.box_to_crop((x0, y0, x1, y1), scale=3.0)
+    crop = preprocess.box_to_crop(preprocess.keypoint_box(keypoints), scale=3.0)
     base = np.stack([preprocess.crop_face(image[..., c], crop, side) for c in range(3)], axis=-1)
     kp0 = preprocess.to_crop_coords(keypoints, crop, side)
     t = np.arange(frames)[:, None] / fps
