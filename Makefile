@@ -12,6 +12,7 @@ export PYTHONHASHSEED ?= 0
 .PHONY: help install test test-fast reproduce models experiments notebook lab benchmarks data lock clean-cache peers book
 
 help:
+	@echo "make install     create .venv and install the project (every target does this when needed)"
 	@echo "make test        run the tests: unit tests + every notebook under nbval (FKP_PROFILE=smoke)"
 	@echo "make reproduce   execute every notebook in order, in place, writing figures/ (FKP_PROFILE, default quick)"
 	@echo "make models      train every recipe in recipes/ from scratch into models/<recipe>/ (profile full; resumes)"
@@ -19,7 +20,7 @@ help:
 	@echo "make experiments-resnet50  the same for ResNet-50's experiments (profile full: hours each)"
 	@echo "make benchmarks  run the speed benchmarks in benchmarks/"
 	@echo "make peers       run dlib, MediaPipe and MTCNN on the test faces in their own environment (results/)"
-	@echo "make data        download the YouTube-Faces 68-point set into data/"
+	@echo "make data        download YouTube-Faces 68, the portraits and the two clips into data/"
 	@echo "make lab         start JupyterLab"
 	@echo "make book        render the chapters as a book (Jupyter Book, from the stored outputs) into build/book/"
 
@@ -83,6 +84,8 @@ benchmarks: $(STAMP)
 
 data: $(STAMP)
 	$(BIN)/facekp download youtube-faces-68
+	$(BIN)/facekp download portraits
+	$(BIN)/facekp download videos
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def model_options(p, model: str, runtime: str) -> None:         # the commands that run a network
-        p.add_argument("--model", default=model, help=f"lenet, resnet50, lenet15 or a .keras file (default: {model})")
+        p.add_argument("--model", default=model,
+                       help=f"a model under models/ (lenet, resnet50) or a .keras file (default: {model})")
         p.add_argument("--runtime", default=runtime, choices=predict.RUNTIMES, help=f"forward pass (default "
                        f"{runtime}); auto: the faster ONNX graph when an int8 export exists, else Keras")
 
@@ -262,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = command("download", cmd_download, "fetch a data set into the data root (FKP_DATA_DIR or data/)")
-    p.add_argument("name", choices=["youtube-faces-68", "kaggle", "300w"])
+    p.add_argument("name", choices=["youtube-faces-68", "portraits", "videos", "kaggle", "300w"])
     p.add_argument("--url", help="another location of the same archive (e.g. a mirror or a file:// URL)")
 
     p = command("train", cmd_train, "train a recipe (or an experiment) from scratch; resumes an interrupted run")

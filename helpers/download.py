@@ -10,6 +10,16 @@ from . import config
 from .config import sha256sum
 from .data import YOUTUBE_URL, DataFormatError, not_found, parse_spec
 
+_PORTRAITS = "https://raw.githubusercontent.com/ageitgey/face_recognition/master/examples/"
+_VIDEOS = "https://raw.githubusercontent.com/OpenTalker/SadTalker/d3f6455c5776492921c41c4b0cc400532eb948ac/examples/"
+FILES = {   # the demo files of chapters 08-11, from public repositories: {name: {path in the data root: URL}}
+    "portraits": {"portraits/obama_official_portrait.jpg": _PORTRAITS + "obama.jpg",
+                  "portraits/obama_podium.jpg": _PORTRAITS + "obama2.jpg",
+                  "portraits/biden_official_portrait.jpg": _PORTRAITS + "knn_examples/train/biden/biden2.jpg",
+                  "portraits/two_people.jpg": _PORTRAITS + "two_people.jpg"},
+    "videos": {"videos/talking_head_1.mp4": _VIDEOS + "ref_video/WDA_KatieHill_000.mp4",
+               "videos/talking_head_2.mp4": _VIDEOS + "ref_video/WDA_AlexandriaOcasioCortez_000.mp4"}}
+
 
 def download_file(url: str, dest: str | Path) -> Path:
     """Download ``url`` (``file://`` too) to ``dest`` atomically, checked against the sha256 that the first download
@@ -36,10 +46,19 @@ def download_file(url: str, dest: str | Path) -> Path:
 
 
 def download(name: str, root: Path | None = None, url: str | None = None) -> Path:
-    """Fetch ``youtube-faces-68`` into ``root`` (or the data root) and return its folder; others need an account."""
+    """Fetch ``youtube-faces-68`` (or the files of :data:`FILES`) into ``root`` (or the data root) and return its
+    folder; the other data sets need an account."""
+    if name in FILES:
+        if url:
+            raise ValueError(f"{name} is {len(FILES[name])} files from public repositories: --url applies to "
+                             "youtube-faces-68 only")
+        root = Path(root or config.data_root())
+        for path, file_url in tqdm(FILES[name].items(), desc=name, unit="file"):
+            download_file(file_url, root / path)
+        return root / name
     target = parse_spec(name, root).path
     if name != "youtube-faces-68":
-        raise not_found(name, target, "It needs an account or registration (see above); unpack it there.")
+        raise not_found(name, target, "It needs an account or registration; unpack it there.")
     archive = download_file(url or YOUTUBE_URL, config.PROJECT_DATA_DIR / "downloads" / "train-test-data.zip")
     staging = target.with_name(target.name + ".extracting")
     shutil.rmtree(staging, ignore_errors=True)

@@ -55,10 +55,14 @@ def faces(max_faces: int | None):
             for part in ("training", "test"):
                 df = pd.read_csv(folder / f"{part}_frames_keypoints.csv")
                 rows.update({f"{part}/{n}": k for n, k in zip(df.iloc[:, 0], df.iloc[:, 1:].to_numpy(float))})
-            items = [(n, folder / n, rows[n].reshape(68, 2)) for n in names]
+            items = [(n, folder / n, rows[n].reshape(68, 2)) for n in names if n in rows]
         else:
             folder = data_root() / "300w-subset" / spec.split("/")[1]
-            items = [(n, next(folder.glob(f"{n}.[jp][pn]g")), read_pts(folder / f"{n}.pts")) for n in names]
+            images = {p.stem: p for p in folder.glob("*.[jp][pn]g")}
+            items = [(n, images[n], read_pts(folder / f"{n}.pts")) for n in names if n in images]
+        if len(items) < len(names):             # a copy of the data without some of the saved split's faces
+            print(f"{spec}: {len(names) - len(items)} of the {split} split's {len(names)} faces are not in "
+                  f"{folder}; measuring the other {len(items)}", file=sys.stderr)
         if max_faces:
             items = [items[i] for i in np.unique(np.linspace(0, len(items) - 1, max_faces).round().astype(int))]
         yield from ((spec, *item) for item in items)

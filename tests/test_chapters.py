@@ -2,6 +2,7 @@
 (objectives, summary, exercises with hidden worked solutions, references) and no trace of the project's own history
 in the prose."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -46,3 +47,14 @@ def test_every_chapter_has_objectives_summary_exercises_and_references(path):
     assert 3 <= count <= 6, f"{path.name}: {count} exercises (3–6 expected, each '1. **Title**')"
     hidden = [c for c in _cells(path, "code") if c["metadata"].get("jupyter", {}).get("source_hidden")]
     assert hidden, f"{path.name}: no worked solution (a collapsed code cell)"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_one_tagged_parameters_cell_that_only_assigns(path):
+    """Papermill (and the tests) override the cell tagged ``parameters``: each chapter has exactly one, of plain
+    assignments, so an injected value is not silently assigned again later in the same cell."""
+    tagged = [c for c in _cells(path, "code") if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
+    body = ast.parse("".join(tagged[0]["source"])).body
+    assert body and all(isinstance(s, (ast.Assign, ast.AnnAssign)) for s in body), \
+        f"{path.name}: the parameters cell holds more than assignments"

@@ -176,6 +176,27 @@ def test_download_youtube_archive_end_to_end(tmp_path, tiny_youtube, monkeypatch
     assert not list(tmp_path.glob("**/evil.txt")) and not Path("/tmp/evil.txt").exists()
 
 
+def test_demo_files_download_into_the_data_root_and_are_checked(tmp_path, monkeypatch):
+    """The portraits' and clips' download path, on local files standing in for the public repositories."""
+    sources = {}
+    for i, path in enumerate(("videos/talking_head_1.mp4", "videos/talking_head_2.mp4")):
+        sources[path] = tmp_path / "upstream" / f"clip{i}.mp4"
+        sources[path].parent.mkdir(exist_ok=True)
+        sources[path].write_bytes(bytes([i]) * 100)
+    monkeypatch.setitem(download.FILES, "videos", {p: f.as_uri() for p, f in sources.items()})
+    root = tmp_path / "data"
+    assert download.download("videos", root=root) == root / "videos"
+    assert (root / "videos" / "talking_head_2.mp4").read_bytes() == bytes([1]) * 100
+    assert (root / "videos" / "talking_head_1.mp4.sha256").read_text().split()[0] == config.sha256sum(
+        sources["videos/talking_head_1.mp4"])
+    sources["videos/talking_head_1.mp4"].write_bytes(b"changed upstream")     # a later download is checked
+    (root / "videos" / "talking_head_1.mp4").unlink()
+    with pytest.raises(OSError, match="Checksum mismatch"):
+        download.download("videos", root=root)
+    with pytest.raises(ValueError, match="--url"):
+        download.download("portraits", root=root, url="file:///elsewhere")
+
+
 def test_300w_download_explains_registration(tmp_path):
     with pytest.raises(data.DatasetNotFoundError, match="registration"):
         download.download("300w", root=tmp_path)
