@@ -168,7 +168,7 @@ def main(argv=None) -> None:
     keras.utils.set_random_seed(config.DEFAULT_SEED)
     cores = os.cpu_count() or 1
     images, kps, source = faces(1024)
-    print(f"machine: {platform.processor() or platform.machine()}, {cores} cores; Python {platform.python_version()}, "
+    print(f"machine: {config.machine()}; Python {platform.python_version()}, "
           f"Keras {keras.__version__} ({keras.backend.backend()}), OpenCV {cv2.__version__}, NumPy {np.__version__}")
     print(f"faces: {len(images)} from {source}, batch {BATCH}, 96x96 gray uint8 -> float32 (B, 96, 96, 1)")
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
     sizes = {320: resize_longer(image, 320), 1024: resize_longer(image, 1024)}
     params = detect.DetectorParams()
     cal = detect.load_calibration()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; keras "
+    print(f"machine: {config.machine()}; keras "
           f"{keras.__version__} ({keras.backend.backend()}), OpenCV {cv2.__version__}")
     print(f"portrait: {source}; detector: {params}; calibration scale {cal.scale}, shift {cal.shift}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

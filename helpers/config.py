@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import io
 import os
+import platform
 import sys
 import uuid
 from dataclasses import dataclass, replace
@@ -23,6 +24,17 @@ IMAGE_SIZE = 96          # side of the square grayscale crops the networks see
 DEFAULT_SEED = 42
 # TensorFlow's XLA auto-clustering, which `facekp train` turns on (benchmarks/training.py measures its gain)
 XLA_FLAGS = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
+
+
+def machine() -> str:
+    """The processor (its model name on Linux), architecture and CPU count, as runs and benchmarks record them:
+    floating-point results, and so a trained model's weights, are reproducible on the same machine and backend."""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return f"{cpu} ({platform.machine()}), {os.cpu_count()} CPUs"
 
 
 def shown(path: Path) -> Path:

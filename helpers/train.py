@@ -280,9 +280,10 @@ def summarise(run_dir: Path, recipe: dict, state: dict, train_faces: Faces, val:
                                                   for w in best_model.weights)).hexdigest(),
         "train_seconds": round(sum(r["seconds"] for r in state["history"]), 1),
         "versions": {"python": platform.python_version(), "backend": keras.backend.backend(),
+                     keras.backend.backend(): getattr(sys.modules.get(keras.backend.backend()), "__version__", "?"),
                      "keras": keras.__version__, "numpy": np.__version__, "pandas": pd.__version__,
                      **({"TF_XLA_FLAGS": os.environ["TF_XLA_FLAGS"]} if os.environ.get("TF_XLA_FLAGS") else {})},
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": config.machine(), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     config.write_atomic(run_dir / FILES["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
@@ -402,7 +403,8 @@ def models_readme(root: Path | None = None) -> str:
                   f"`{s['data_fingerprint'][:16]}`",
                   f"- {s['train_faces']} training faces ({s['train_source']}); validation NME by part: {parts}",
                   f"- weights sha256 `{s['weights_sha256'][:16]}`; versions: "
-                  + ", ".join(f"{k} {v}" for k, v in s["versions"].items()) + f"; finished {s['finished']}", ""]
+                  + ", ".join(f"{k} {v}" for k, v in s["versions"].items())
+                  + (f"; machine {s['machine']}" if "machine" in s else "") + f"; finished {s['finished']}", ""]
     table = ["| model | parameters | best epoch | training minutes | val NME % | "
              + " | ".join(f"{k} NME %" for k in TEST_SETS) + " | recipe matches |",
              "|---|---|---|---|---|" + "---|" * len(TEST_SETS) + "---|", *rows]

@@ -140,6 +140,8 @@ def test_finished_run_is_not_trained_again_and_another_recipe_is_refused(tmp_pat
     again = train.train(recipe, "smoke", out, quiet=True)
     assert again.summary["weights_sha256"] == first.summary["weights_sha256"]
     assert len(again.history) == first.summary["epochs_run"]
+    versions = first.summary["versions"]               # what bitwise reproduction depends on is recorded
+    assert versions[versions["backend"]] != "?" and first.summary["machine"] == config.machine()
     other = write_experiment(tmp_path / "other.toml", loss={"kind": "wing"})
     with pytest.raises(recipes.RecipeError, match="another recipe"):
         train.train(other, "smoke", out, quiet=True)
