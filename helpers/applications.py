@@ -6,7 +6,8 @@ import numpy as np
 from .schemes import five_points      # also importable as helpers.applications.five_points
 from .shape import similarity
 
-# A generic 3D face in arbitrary units (about 1 unit = 1/20 mm), six points at the indices of the 68-point scheme:
+# A generic 3D face in arbitrary units (about 0.2 mm: its outer eye corners, 450 apart, lie ~90 mm apart on an adult),
+# six points at the indices of the 68-point scheme:
 # the model of S. Mallick, "Head Pose Estimation using OpenCV and Dlib" (LearnOpenCV, 2016), with y pointing down
 # and z away from the camera, so that a frontal face has the identity rotation.
 POSE_POINTS = (30, 8, 36, 45, 48, 54)     # nose tip, chin, outer eye corners (image left, right), mouth corners
@@ -72,9 +73,10 @@ def alignment(keypoints, size: int = 112) -> np.ndarray:
 
 
 def align_face(image: np.ndarray, keypoints, size: int = 112) -> np.ndarray:
-    """An upright ``size``² crop with eyes, nose and mouth where the template puts them (face recognition's input)."""
+    """An upright ``size``² crop with eyes, nose and mouth where the template puts them (face recognition's input);
+    black beyond the image's edges."""
     return cv2.warpAffine(image, alignment(keypoints, size), (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def _ratio(kp, vertical, horizontal) -> float:

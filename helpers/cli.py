@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import cv2
@@ -336,8 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr ("warning: ..."), without the source line Python shows by default."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = show_warning
     try:
         return args.func(args) or 0
     except Exception as e:                                  # noqa: BLE001 - no traceback for a user, unless asked

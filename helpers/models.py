@@ -1,6 +1,7 @@
 """The two networks of the thesis, their loss and metrics, saving and loading. Both map ``(96, 96, 1)`` images in
 [0, 1] to ``2K`` coordinates in [-1, 1]; loss and metrics skip missing (NaN) targets, so Kaggle's incomplete rows
 still teach, and are registered Keras objects: a saved model loads with ``safe_mode=True``."""
+import json
 import os
 import tempfile
 import warnings
@@ -18,6 +19,9 @@ from .schemes import Scheme, get_scheme
 
 MODEL_NAMES = ("lenet", "resnet50")
 INPUT_SHAPE = (config.IMAGE_SIZE, config.IMAGE_SIZE, 1)
+# a training run's folder; model: the best epoch by validation NME; backup and log are not committed
+FILES = {"model": "model.keras", "history": "history.csv", "summary": "summary.json", "backup": "backup.npz",
+         "log": "train.log"}
 PX_PER_UNIT = config.IMAGE_SIZE / 2.0     # normalised [-1, 1] → pixels of the 96² crop
 
 
@@ -209,7 +213,7 @@ def compile_model(model: keras.Model, scheme: Scheme | str = "68", learning_rate
 
 def model_path(name: str) -> Path:
     """``models/<name>/model.keras``: the model its recipe ``recipes/<name>.toml`` trained."""
-    return config.MODELS_DIR / name / "model.keras"
+    return config.MODELS_DIR / name / FILES["model"]
 
 
 def resolve_model_path(name_or_path) -> Path:
@@ -220,13 +224,26 @@ def resolve_model_path(name_or_path) -> Path:
         if not path.exists():
             raise FileNotFoundError(f"no trained {text!r} model at {path}: train it with `facekp train "
                                     f"recipes/{text}.toml --profile full --out models/{text}`")
-        return path
-    p = Path(text).expanduser()
-    if p.suffix != ".keras":
-        raise ValueError(f"expected a model name or a path to a .keras file, got {text!r}")
-    if not p.is_file():
-        raise FileNotFoundError(f"model file not found: {p}")
-    return p
+    else:
+        path = Path(text).expanduser()
+        if path.suffix != ".keras":
+            raise ValueError(f"expected a model name or a path to a .keras file, got {text!r}")
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+    if (epoch := unfinished_after(path.parent)) is not None:
+        warnings.warn(f"{config.shown(path.parent)} holds a training run stopped or still going after epoch {epoch}: "
+                      f"its {path.name} is the best epoch so far, not the finished run's model")
+    return path
+
+
+def unfinished_after(run_dir: Path) -> int | None:
+    """The epochs a training run in ``run_dir`` has done if its backup says it has not finished, else None."""
+    try:
+        with np.load(run_dir / FILES["backup"], allow_pickle=False) as z:     # reads only the state's bytes
+            state = json.loads(str(z["state"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # no backup (or not one): nothing to say
+        return None
+    return None if state.get("stopped_by") else state.get("epochs_done")
 
 
 def load_model(name_or_path, compile: bool = True) -> keras.Model:

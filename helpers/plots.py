@@ -57,6 +57,12 @@ def show_keypoints(ax, image, keypoints, scheme: Scheme | None = None, size: flo
     return ax
 
 
+def draw_box(ax, box, colour: str = BOX_COLOUR, style: str = "-", lw: float = 1.5) -> None:
+    """Outline a box (x0, y0, x1, y1) in image pixels on a matplotlib axis."""
+    x0, y0, x1, y1 = box
+    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, ls=style, lw=lw))
+
+
 def face_grid(images, keypoints, scheme: Scheme | None = None, titles=None, ncols: int = 6, cell: float = 2.0,
               **kwargs):
     """A figure with a grid of faces and their keypoints (``kwargs`` go to :func:`show_keypoints`)."""

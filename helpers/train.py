@@ -1,6 +1,7 @@
-"""Training: a recipe (:mod:`helpers.recipes`) in, a run folder (:data:`FILES`, written atomically) out. The backup
-holds weights, optimizer state and the run's state, and an epoch's batches depend on (seed, epoch) only: a run killed
-at any moment and resumed (the same command again) ends as an uninterrupted one, weights and summary alike."""
+"""Training: a recipe (:mod:`helpers.recipes`) in, a run folder (:data:`helpers.models.FILES`, written atomically)
+out. The backup holds weights, optimizer state and the run's state, and an epoch's batches depend on (seed, epoch)
+only: a run killed at any moment and resumed (the same command again) ends as an uninterrupted one, weights and
+summary alike."""
 import hashlib
 import json
 import os
@@ -20,12 +21,10 @@ import pandas as pd
 
 from . import config, data, evaluate, recipes, splits
 from .augment import Augmenter, KeypointSequence, to_model_inputs
-from .models import build_model, compile_model, count_params, freeze_batchnorm, save_model
+from .models import FILES, build_model, compile_model, count_params, freeze_batchnorm, save_model
 from .preprocess import Faces, denormalise_keypoints
 from .schemes import get_scheme, to_15
 
-FILES = {"model": "model.keras", "history": "history.csv", "summary": "summary.json", "backup": "backup.npz",
-         "log": "train.log"}            # model: the best epoch by validation NME; backup and log are not committed
 
 
 def concat_faces(parts: list[Faces], source: str) -> Faces:

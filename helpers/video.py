@@ -23,7 +23,9 @@ class VideoError(ValueError):
 
 class VideoReader:
     """Iterate ``(index, seconds, rgb)`` over a file's or a webcam's (``int``) frames; afterwards ``frames_read`` and
-    ``problem`` (a truncated file: fewer frames than its header announced) say how it went."""
+    ``problem`` (a truncated file: fewer frames than its header announced) say how it went. A file's seconds are
+    index / frame rate; a webcam's the clock at each read, as a camera's reported rate is often nominal or 0 and
+    frames it produced while the caller was busy are dropped."""
 
     def __init__(self, source: str | Path | int, max_frames: int | None = None):
         self.source, self.max_frames, self.frames_read, self.problem = source, max_frames, 0, ""
@@ -57,12 +59,19 @@ class VideoReader:
         self.cap.release()
 
     def __iter__(self):
+        start = None
         try:
             while self.max_frames is None or self.frames_read < self.max_frames:
                 ok, bgr = self.cap.read()
                 if not ok:
                     break
-                yield self.frames_read, self.frames_read / self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if isinstance(self.source, int):
+                    now = time.monotonic()
+                    start = now if start is None else start
+                    seconds = now - start
+                else:
+                    seconds = self.frames_read / self.fps
+                yield self.frames_read, seconds, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 self.frames_read += 1
         finally:
             self.close()
@@ -352,16 +361,20 @@ def track_errors(pred: np.ndarray, truth: np.ndarray, scheme: Scheme) -> dict:
     return {"nme": nme, "jitter": float(np.nanmean(step)), "kept": float(np.isfinite(nme).mean())}
 
 
-def lag_frames(pred: np.ndarray, truth: np.ndarray, max_lag: float = 8.0, step: float = 0.25) -> float:
-    """How many frames ``pred`` (T, K, 2) trails ``truth``: the delay (in ``step``s) that best aligns them."""
+def lag_frames(pred: np.ndarray, truth: np.ndarray, max_lag: float = 8.0, step: float = 0.25,
+               max_lead: float = 2.0) -> float:
+    """How many frames ``pred`` (T, K, 2) trails ``truth``: the delay (in ``step``s, from ``-max_lead`` to
+    ``max_lag``) that best aligns them; negative: it leads. Searching both ways leaves a noisy track without lag
+    unbiased. The first and last frames, where a shifted truth runs out, do not count."""
     t, ok = np.arange(len(truth)), np.isfinite(pred).all(axis=(1, 2))
     flat = truth.reshape(len(truth), -1)
 
     def delayed(d):
         return np.stack([np.interp(t - d, t, col) for col in flat.T], axis=-1).reshape(truth.shape)
 
-    lags = np.arange(0.0, max_lag + step / 2, step)
-    cost = [np.linalg.norm(pred[ok] - delayed(d)[ok], axis=-1)[int(np.ceil(max_lag)):].mean() for d in lags]
+    inside = ok & (t >= np.ceil(max_lag)) & (t < len(t) - np.ceil(max_lead))
+    lags = np.arange(-max_lead, max_lag + step / 2, step)
+    cost = [np.linalg.norm(pred[inside] - delayed(d)[inside], axis=-1).mean() for d in lags]
     return float(lags[int(np.argmin(cost))])
 
 

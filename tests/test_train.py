@@ -122,7 +122,10 @@ def test_killed_run_resumes_to_the_same_model_and_summary(tmp_path, frozen_bn_ep
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     state = json.loads(str(np.load(c / "backup.npz")["state"]))
     assert state["epochs_done"] == 1 and not (c / "summary.json").exists()
+    with pytest.warns(UserWarning, match="after epoch 1: its model.keras is the best epoch so far"):
+        models.resolve_model_path(c / "model.keras")                      # using it says what it is
     train.train(recipe, "smoke", c, quiet=True)
+    assert models.unfinished_after(c) is None and models.unfinished_after(tmp_path) is None
     assert _weights(c) == _weights(a)
     assert _comparable(c) == _comparable(a)
     history = (c / "history.csv").read_text().splitlines()

@@ -45,6 +45,17 @@ def test_moving_average_lags_half_its_window():
     np.testing.assert_array_equal(run_filter(video.NoSmoothing(), ramp), ramp)
 
 
+def test_lag_is_measured_both_ways_and_noise_alone_has_none():
+    t = np.arange(120)[:, None, None]
+    truth = np.concatenate([20 * np.sin(t / 9.0), 10 * np.cos(t / 13.0)], axis=-1) * np.ones((1, 4, 2))
+    later = np.concatenate([truth[:3]] * 1 + [truth[:-3]])[:120]          # each frame shows the truth of 3 before
+    earlier = np.concatenate([truth[1:], truth[-1:]])                     # the truth of the next frame
+    noisy = truth + np.random.default_rng(0).normal(0, 0.5, truth.shape)
+    assert video.lag_frames(later, truth) == 3.0
+    assert video.lag_frames(earlier, truth) == -1.0
+    assert abs(video.lag_frames(noisy, truth)) <= 0.25
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the shape model
 # ---------------------------------------------------------------------------------------------------------------
@@ -102,6 +113,22 @@ def test_video_round_trip(tmp_path):
     assert len(back) == 12 and back[0].shape == (64, 80, 3) and reader.fps == pytest.approx(25.0)
     assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in zip(frames, back)]) < 12
     assert reader.problem == ""
+
+
+def test_a_webcam_frame_is_timed_by_the_clock_not_by_its_nominal_rate(monkeypatch):
+    class Camera:                                           # reports 30 fps, delivers frames 0.1 s apart
+        def __init__(self, index): self.left = 3
+        def isOpened(self): return True
+        def get(self, prop): return 30.0 if prop == cv2.CAP_PROP_FPS else 0
+        def release(self): pass
+        def read(self):
+            self.left -= 1
+            return self.left >= 0, np.zeros((8, 8, 3), np.uint8)
+
+    clock = iter([100.0, 100.1, 100.2])
+    monkeypatch.setattr(video.cv2, "VideoCapture", Camera)
+    monkeypatch.setattr(video.time, "monotonic", lambda: next(clock))
+    assert [round(t, 6) for _, t, _ in video.VideoReader(0)] == [0.0, 0.1, 0.2]
 
 
 @pytest.fixture(scope="module")
