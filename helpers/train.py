@@ -26,7 +26,6 @@ from .preprocess import Faces, denormalise_keypoints
 from .schemes import get_scheme, to_15
 
 
-
 def concat_faces(parts: list[Faces], source: str) -> Faces:
     """One :class:`Faces` from several of the same keypoint scheme."""
     parts = [p for p in parts if len(p)]

@@ -48,7 +48,7 @@ def test_moving_average_lags_half_its_window():
 def test_lag_is_measured_both_ways_and_noise_alone_has_none():
     t = np.arange(120)[:, None, None]
     truth = np.concatenate([20 * np.sin(t / 9.0), 10 * np.cos(t / 13.0)], axis=-1) * np.ones((1, 4, 2))
-    later = np.concatenate([truth[:3]] * 1 + [truth[:-3]])[:120]          # each frame shows the truth of 3 before
+    later = np.concatenate([truth[:3], truth[:-3]])          # each frame shows the truth of 3 before
     earlier = np.concatenate([truth[1:], truth[-1:]])                     # the truth of the next frame
     noisy = truth + np.random.default_rng(0).normal(0, 0.5, truth.shape)
     assert video.lag_frames(later, truth) == 3.0
