@@ -337,14 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line on stderr ("warning: ..."), without the source line Python shows by default."""
-    print(f"warning: {message}", file=file or sys.stderr)
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line ("warning: ..."), without the file and source line Python shows by default."""
+    return f"warning: {message}\n"
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.showwarning = show_warning
+    warnings.formatwarning = format_warning                # formatting only: recorders (pytest.warns) still see it
     try:
         return args.func(args) or 0
     except Exception as e:                                  # noqa: BLE001 - no traceback for a user, unless asked
