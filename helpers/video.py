@@ -104,10 +104,12 @@ class VideoWriter:
 # --- smoothing: each filter takes keypoints (K, 2), the time in seconds and the face size in pixels -------------
 class OneEuro:
     """One Euro filter (Casiez et al., CHI 2012): its cutoff (``min_cutoff`` Hz still) rises by ``beta`` Hz per face
-    size per second of speed, so a moving face follows with little lag. Defaults: chapter 09's parameter study."""
+    size per second of speed, so a moving face follows with little lag. ``predict``: each step starts from the last
+    estimate moved on by its velocity (Holt's trend), and the velocity is taken from the estimates, so a steady
+    motion is followed without lag; ``predict=False`` is the filter of the paper. Defaults: chapter 09's study."""
 
-    def __init__(self, min_cutoff: float = 2.0, beta: float = 4.0, d_cutoff: float = 1.0):
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+    def __init__(self, min_cutoff: float = 2.0, beta: float = 1.0, d_cutoff: float = 2.0, predict: bool = True):
+        self.min_cutoff, self.beta, self.d_cutoff, self.predict = min_cutoff, beta, d_cutoff, predict
         self.reset()
 
     def reset(self) -> None:
@@ -117,15 +119,23 @@ class OneEuro:
     def _alpha(cutoff, dt):
         return 1.0 / (1.0 + 1.0 / (2 * np.pi * cutoff * dt))
 
+    def _velocity(self, x, dt):
+        self.dx = self.dx + self._alpha(self.d_cutoff, dt) * ((x - self.x) / dt - self.dx)
+
     def __call__(self, x: np.ndarray, t: float, size: float) -> np.ndarray:
         x = np.asarray(x, np.float64)
         if self.x is None or t <= self.t:
             self.x, self.dx, self.t = x, np.zeros_like(x), t
             return x.astype(np.float32)
         dt, self.t = t - self.t, t
-        self.dx = self.dx + self._alpha(self.d_cutoff, dt) * ((x - self.x) / dt - self.dx)
+        if not self.predict:
+            self._velocity(x, dt)                                          # the paper: velocity of the raw input
         speed = np.linalg.norm(self.dx, axis=-1, keepdims=True) / max(size, 1e-6)      # face sizes per second
-        self.x = self.x + self._alpha(self.min_cutoff + self.beta * speed, dt) * (x - self.x)
+        guess = self.x + self.dx * dt if self.predict else self.x
+        new = guess + self._alpha(self.min_cutoff + self.beta * speed, dt) * (x - guess)
+        if self.predict:
+            self._velocity(new, dt)                                        # velocity of the estimates: smoother
+        self.x = new
         return self.x.astype(np.float32)
 
 

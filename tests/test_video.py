@@ -19,15 +19,19 @@ def run_filter(f, signal, fps=25.0, size=100.0):
     return np.array([f(x, i / fps, size) for i, x in enumerate(signal)])
 
 
-def test_one_euro_settles_on_a_noisy_constant_and_follows_a_ramp():
+@pytest.mark.parametrize("predict", [True, False])
+def test_one_euro_settles_on_a_noisy_constant_and_follows_a_ramp(predict):
     rng = np.random.default_rng(0)
     still = 50.0 + rng.normal(0, 1.0, (200, 3, 2))
-    out = run_filter(video.OneEuro(), still)
+    out = run_filter(video.OneEuro(predict=predict), still)
     assert np.abs(out[50:] - 50.0).std() < 0.6 * still[50:].std()          # noise cut by about half
     assert np.abs(out[50:].mean() - 50.0) < 0.2
     ramp = np.arange(200)[:, None, None] * np.ones((1, 3, 2)) * 2.0          # 2 px per frame, a fast face
-    lag = (ramp[100:] - run_filter(video.OneEuro(), ramp)[100:]) / 2.0     # in frames
-    assert 0 <= lag.min() and lag.max() < 2.0
+    lag = (ramp[100:] - run_filter(video.OneEuro(predict=predict), ramp)[100:]) / 2.0     # in frames
+    if predict:                                                              # the trend catches up with the ramp
+        assert np.abs(lag).max() < 0.01
+    else:
+        assert 0.1 < lag.min() and lag.max() < 2.0
 
 
 def test_one_euro_does_not_depend_on_resolution():
