@@ -7,7 +7,7 @@ relative to the repository root, so README.md is the root page and notebooks/NN_
 local file those pages link to or show (figures/*.png, ...), each at its own path. The README therefore keeps its
 GitHub links unchanged and they resolve in the book too. Nothing is rewritten but one thing: a notebook cell
 collapsed in JupyterLab (metadata jupyter.source_hidden / outputs_hidden, e.g. an exercise's solution) gets
-MyST-NB's `hide-input` / `hide-output` tag in the copy, so the book folds it too. File times are kept.
+MyST-NB's `hide-input` / `hide-output` / `hide-cell` tag in the copy, so the book folds it too. File times are kept.
 A page named in the toc that does not exist is an error; a link to a missing file is left for Sphinx to report.
 """
 
@@ -92,12 +92,20 @@ def local_targets(text: str, page: Path, root: Path = ROOT) -> list[Path]:
 
 def fold_collapsed_cells(notebook: dict) -> int:
     """Tag the cells JupyterLab shows collapsed so that MyST-NB folds them: source_hidden → hide-input, outputs_hidden
-    → hide-output (in place; returns how many cells were tagged)."""
+    → hide-output, both → hide-cell, its toggle named after a '# Solution N' first line (in place; returns how many
+    cells were tagged)."""
     tagged = 0
     for cell in notebook.get("cells", []):
         hidden = cell.get("metadata", {}).get("jupyter", {})
         wanted = [tag for key, tag in (("source_hidden", "hide-input"), ("outputs_hidden", "hide-output"))
                   if hidden.get(key) and cell.get("cell_type") == "code"]
+        if len(wanted) == 2:                 # a worked solution: its code and its answer behind one toggle
+            wanted = ["hide-cell"]
+            title = "".join(cell.get("source", "")).split("\n", 1)[0]
+            if title.startswith("# Solution"):   # the toggle says which one: "Solution 2: ... (show)"
+                title = title[2:].split(":", 1)[0]
+                cell["metadata"]["mystnb"] = {"code_prompt_show": f"{title} (show)",
+                                              "code_prompt_hide": f"{title} (hide)"}
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         new = [tag for tag in wanted if tag not in tags and "hide-cell" not in tags]
         tags.extend(new)

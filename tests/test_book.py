@@ -2,6 +2,7 @@
 copy holds every file the pages link to. Fast: nothing is rendered (CI's `make book` does that)."""
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -93,20 +94,22 @@ def test_readme_relative_links_exist():
 
 
 def test_collapsed_cells_are_folded_in_the_book(tmp_path):
-    """A solution collapsed in JupyterLab (jupyter.source_hidden) stays folded in the book (MyST-NB's hide-input)."""
-    import json
-
+    """A solution collapsed in JupyterLab (jupyter.source_hidden) stays folded in the book (MyST-NB's hide-input;
+    a worked solution, code and answer both collapsed, folds whole)."""
     notebook = {"cells": [
         {"cell_type": "code", "metadata": {"jupyter": {"source_hidden": True}}, "source": "x = 1", "outputs": []},
         {"cell_type": "code", "metadata": {"jupyter": {"outputs_hidden": True}, "tags": ["parameters"]}, "source": "",
          "outputs": []},
         {"cell_type": "code", "metadata": {}, "source": "y = 2", "outputs": []},
+        {"cell_type": "code", "metadata": {"jupyter": {"source_hidden": True, "outputs_hidden": True}}, "source":
+         "# Solution 2: the answer\nz = 3", "outputs": []},
         {"cell_type": "markdown", "metadata": {"jupyter": {"source_hidden": True}}, "source": "# text"},
     ], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     source = tmp_path / "nb.ipynb"
     source.write_text(json.dumps(notebook))
     stage.copy_page(source, tmp_path / "out" / "nb.ipynb")
     cells = json.loads((tmp_path / "out" / "nb.ipynb").read_text())["cells"]
-    assert [c["metadata"].get("tags", []) for c in cells] == [["hide-input"], ["parameters", "hide-output"], [], []]
+    assert [c["metadata"].get("tags", []) for c in cells] == [["hide-input"], ["parameters", "hide-output"], [], ["hide-cell"], []]
+    assert cells[3]["metadata"]["mystnb"]["code_prompt_show"] == "Solution 2 (show)"
     assert (tmp_path / "out" / "nb.ipynb").stat().st_mtime_ns == source.stat().st_mtime_ns
     assert json.loads(source.read_text())["cells"][0]["metadata"] == {"jupyter": {"source_hidden": True}}

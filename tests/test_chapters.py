@@ -45,8 +45,12 @@ def test_every_chapter_has_objectives_summary_exercises_and_references(path):
     exercises = text[re.search(r"(?m)^##+ Exercises\b", text).end():]
     count = len(re.findall(r"(?m)^\d+\. \*\*", exercises))
     assert 3 <= count <= 6, f"{path.name}: {count} exercises (3–6 expected, each '1. **Title**')"
-    hidden = [c for c in _cells(path, "code") if c["metadata"].get("jupyter", {}).get("source_hidden")]
-    assert hidden, f"{path.name}: no worked solution (a collapsed code cell)"
+    solutions = [c for c in _cells(path, "code") if "".join(c["source"]).startswith("# Solution")]
+    assert solutions, f"{path.name}: no worked solution (a code cell starting '# Solution')"
+    for cell in solutions:
+        hidden = cell["metadata"].get("jupyter", {})
+        assert hidden.get("source_hidden") and hidden.get("outputs_hidden"), \
+            f"{path.name}: a solution shows its code or its answer ({''.join(cell['source']).splitlines()[0]})"
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
