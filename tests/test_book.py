@@ -109,7 +109,8 @@ def test_collapsed_cells_are_folded_in_the_book(tmp_path):
     source.write_text(json.dumps(notebook))
     stage.copy_page(source, tmp_path / "out" / "nb.ipynb")
     cells = json.loads((tmp_path / "out" / "nb.ipynb").read_text())["cells"]
-    assert [c["metadata"].get("tags", []) for c in cells] == [["hide-input"], ["parameters", "hide-output"], [], ["hide-cell"], []]
+    assert [c["metadata"].get("tags", []) for c in cells] == [["hide-input"], ["parameters", "hide-output"], [],
+                                                              ["hide-cell"], []]
     assert cells[3]["metadata"]["mystnb"]["code_prompt_show"] == "Solution 2 (show)"
     assert (tmp_path / "out" / "nb.ipynb").stat().st_mtime_ns == source.stat().st_mtime_ns
     assert json.loads(source.read_text())["cells"][0]["metadata"] == {"jupyter": {"source_hidden": True}}
